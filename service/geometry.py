@@ -1,0 +1,140 @@
+"""Warp geometry for the service: from the network's 50x50 frame to the uploaded image's pixels (numpy only).
+
+Convention (docs/model-bundle.md): pixel coordinates are x right, y down, with pixel *edges* at integers, so
+pixel (row i, column j) has its centre at (j + 0.5, i + 0.5). A warp is a 3x3 matrix acting on homogeneous
+column vectors ``[x, y, 1]^T`` and maps *output* (crop) coordinates to *input* coordinates (inverse
+mapping, as grid_sample and Pillow's ``Image.transform`` use). The network's ``warp`` output maps the
+canonical crop box's frame coordinates (a point inside ``box``) to network-frame coordinates; names below
+read ``dst_from_src``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Box = tuple[float, float, float, float]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """The predicted transform of one image, in the uploaded image's pixel coordinates.
+
+    Attributes:
+        image_from_crop: (3, 3) maps crop pixel coordinates (edges at integers, [0, S] a side) to input image
+            pixel coordinates, normalised so that ``[2, 2] == 1``.
+        corners: (4, 2) the crop's corners (top-left, top-right, bottom-right, bottom-left) in input pixels.
+        scale: local scale at the crop centre, sqrt(|det J|) of the network warp's Jacobian; 1.0 means the
+            canonical box's size, > 1 a larger region of the image (zoomed out).
+        rotation_deg: rotation of the closest similarity transform at the crop centre, in degrees; positive
+            turns the crop's x axis from +x towards +y (clockwise on screen, y pointing down).
+    """
+
+    image_from_crop: FloatArray
+    corners: FloatArray
+    scale: float
+    rotation_deg: float
+
+
+def canonical_from_crop(box: Box, crop_size: int) -> FloatArray:
+    """(3, 3) matrix mapping S x S crop pixel coordinates to canonical-frame coordinates of ``box``.
+
+    Crop pixel (u, v) has its centre at ``(x0 + (x1 - x0) (u + 0.5) / S, y0 + (y1 - y0) (v + 0.5) / S)``.
+
+    Args:
+        box: (x0, y0, x1, y1) the canonical crop in network-frame pixels, e.g. (7, 7, 43, 43).
+        crop_size: S, pixels a side of the rendered crop (> 0).
+    """
+    if crop_size <= 0:
+        raise ValueError(f"crop_size must be positive, got {crop_size}")
+    x0, y0, x1, y1 = box
+    return np.array(
+        [[(x1 - x0) / crop_size, 0.0, x0], [0.0, (y1 - y0) / crop_size, y0], [0.0, 0.0, 1.0]],
+        dtype=np.float64,
+    )
+
+
+def image_from_frame(frame: tuple[int, int], image_size: tuple[int, int]) -> FloatArray:
+    """(3, 3) ``diag(W / fw, H / fh, 1)``: network-frame pixels (fw x fh) to uploaded-image pixels (W x H)."""
+    (fw, fh), (width, height) = frame, image_size
+    return np.diag([width / fw, height / fh, 1.0]).astype(np.float64)
+
+
+def apply_homography(matrix: npt.ArrayLike, points: npt.ArrayLike) -> FloatArray:
+    """Map (K, 2) points (x, y) through a (3, 3) matrix, dividing by the homogeneous coordinate.
+
+    Returns:
+        (K, 2) float64 mapped points; non-finite where the homogeneous coordinate is 0.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    hom = np.concatenate([p, np.ones((p.shape[0], 1))], axis=1) @ m.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return hom[:, :2] / hom[:, 2:3]
+
+
+def local_scale_rotation(warp: npt.ArrayLike, box: Box) -> tuple[float, float]:
+    """Scale and rotation (degrees) of ``warp`` at the centre of the canonical ``box``, in the network frame.
+
+    For an affine warp ``[[A, t], [0, 1]]`` the Jacobian J is A everywhere; for a homography it is taken at
+    the box centre. ``scale = sqrt(|det J|)`` (identity: 1.0) and
+    ``rotation = atan2(J10 - J01, J00 + J11)``, the angle of the similarity transform closest to J
+    (identity: 0.0; positive turns +x towards +y).
+
+    Args:
+        warp: (3, 3) network-frame warp, canonical crop coordinates -> input frame coordinates.
+        box: (x0, y0, x1, y1) the canonical crop box.
+    """
+    h = np.asarray(warp, dtype=np.float64)
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    c = np.array([cx, cy])
+    w = float(h[2, :2] @ c + h[2, 2])
+    mapped = (h[:2, :2] @ c + h[:2, 2]) / w
+    jac = (h[:2, :2] - np.outer(mapped, h[2, :2])) / w
+    scale = math.sqrt(abs(float(np.linalg.det(jac))))
+    rotation = math.degrees(math.atan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1]))
+    return scale, rotation
+
+
+def crop_transform(
+    warp: npt.ArrayLike,
+    *,
+    image_size: tuple[int, int],
+    crop_size: int,
+    frame: tuple[int, int],
+    box: Box,
+) -> CropTransform | None:
+    """The transform of one prediction mapped to the uploaded image, or None when it is degenerate.
+
+    ``image_from_crop = diag(W / fw, H / fh, 1) @ warp @ canonical_from_crop(box, S)``. A warp is degenerate
+    when a value is not finite or the homogeneous coordinate is not positive at a crop corner (the crop would
+    wrap through infinity); the service then reports no transform and no crop.
+
+    Args:
+        warp: (3, 3) the network's ``warp`` output for this image (network frame, canonical -> input).
+        image_size: (W, H) of the uploaded image after EXIF orientation.
+        crop_size: S, pixels a side of the rendered crop.
+        frame: (fw, fh) the network frame, (50, 50).
+        box: (x0, y0, x1, y1) the canonical crop box in the network frame, (7, 7, 43, 43).
+    """
+    h = np.asarray(warp, dtype=np.float64)
+    if h.shape != (3, 3) or not np.all(np.isfinite(h)):
+        return None
+    full = image_from_frame(frame, image_size) @ h @ canonical_from_crop(box, crop_size)
+    s = float(crop_size)
+    crop_corners = np.array([[0.0, 0.0], [s, 0.0], [s, s], [0.0, s]])
+    w = np.concatenate([crop_corners, np.ones((4, 1))], axis=1) @ full[2]
+    if not np.all(w > 1e-9) or abs(full[2, 2]) < 1e-12:
+        return None
+    full = full / full[2, 2]
+    corners = apply_homography(full, crop_corners)
+    scale, rotation = local_scale_rotation(h, box)
+    if not (np.all(np.isfinite(full)) and np.all(np.isfinite(corners))):
+        return None
+    if not (math.isfinite(scale) and math.isfinite(rotation)):
+        return None
+    return CropTransform(image_from_crop=full, corners=corners, scale=scale, rotation_deg=rotation)

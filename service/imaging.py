@@ -1,0 +1,240 @@
+"""Image handling: content types, safe decoding, mode conversion, the bundle's resize, crop rendering.
+
+Every function here is a plain function over bytes, Pillow images and numpy arrays (no HTTP), so the request
+path's steps are testable on their own. Pixel conventions are those of :mod:`service.geometry`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import InvalidImage, UnsupportedMediaType
+
+log = logging.getLogger(__name__)
+
+#: Pillow decoders the service lets run (``Image.open(formats=...)``); everything else is refused unread.
+PILLOW_FORMATS: Final[tuple[str, ...]] = ("PNG", "JPEG", "WEBP", "PPM", "GIF", "BMP")
+
+#: Content types accepted for a raw image body or a multipart file part. The type only gates the request
+#: (415 otherwise); the decoder then identifies the actual format among :data:`PILLOW_FORMATS`.
+IMAGE_CONTENT_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/x-ms-bmp",
+        "image/x-portable-pixmap",
+        "image/x-portable-anymap",
+        "image/x-portable-graymap",
+        "image/x-portable-bitmap",
+    }
+)
+
+#: Part types accepted in multipart uploads besides image types (clients that do not guess a type).
+GENERIC_PART_TYPES: Final[frozenset[str]] = frozenset({"", "application/octet-stream"})
+
+RESAMPLING: Final[dict[str, Image.Resampling]] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+_SIXTEEN_BIT_MODES: Final[frozenset[str]] = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_ALPHA_MODES: Final[frozenset[str]] = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+WHITE: Final[tuple[int, int, int, int]] = (255, 255, 255, 255)
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare, lower-case media type of a Content-Type header value (parameters dropped; '' if absent)."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def check_image_content_type(content_type: str | None, *, allow_generic: bool) -> None:
+    """Raise :class:`UnsupportedMediaType` unless ``content_type`` is an accepted image type.
+
+    Args:
+        content_type: the Content-Type header (of the request, or of one multipart part).
+        allow_generic: also accept a missing type and ``application/octet-stream`` (multipart parts).
+    """
+    kind = media_type(content_type)
+    if kind in IMAGE_CONTENT_TYPES or (allow_generic and kind in GENERIC_PART_TYPES):
+        return
+    accepted = ", ".join(sorted(IMAGE_CONTENT_TYPES))
+    raise UnsupportedMediaType(
+        f"unsupported content type {kind or '(none)'!r}; send multipart/form-data or one of: {accepted}"
+    )
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode one uploaded still image to an RGB Pillow image at its original resolution.
+
+    Steps: refuse empty input; identify the format from the header only (:data:`PILLOW_FORMATS`); refuse a
+    declared ``width * height`` above ``max_pixels`` *before* decoding any pixel (decompression bombs); refuse
+    zero-size and multi-frame (animated) images; decode (truncated data is an error); apply the EXIF
+    orientation; convert to RGB with :func:`to_rgb`.
+
+    Args:
+        data: the encoded file.
+        max_pixels: the largest accepted declared pixel count.
+
+    Returns:
+        An RGB image of size (W, H) after EXIF orientation.
+
+    Raises:
+        InvalidImage: with code ``empty_image``, ``invalid_image``, ``image_too_large``, ``animated_image``
+            or ``truncated_image``.
+    """
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)", code="empty_image")
+    try:
+        image = Image.open(io.BytesIO(data), formats=list(PILLOW_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(f"image refused before decoding: {exc}", code="image_too_large") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        formats = ", ".join(PILLOW_FORMATS)
+        raise InvalidImage(f"cannot identify the image (accepted formats: {formats}): {exc}") from exc
+    with image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise InvalidImage(f"the image has zero size ({width}x{height})", code="invalid_image")
+        if width * height > max_pixels:
+            raise InvalidImage(
+                f"image refused before decoding: {width}x{height} = {width * height} pixels exceeds "
+                f"the limit of {max_pixels} (SERVICE_MAX_IMAGE_PIXELS)",
+                code="image_too_large",
+            )
+        try:
+            frames = int(getattr(image, "n_frames", 1))
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InvalidImage(f"cannot read the image's frames: {exc}", code="truncated_image") from exc
+        if frames > 1:
+            raise InvalidImage(
+                f"animated or multi-frame images are not accepted ({image.format}, {frames} frames); "
+                "send a single still image",
+                code="animated_image",
+            )
+        try:
+            image.load()
+        except OSError as exc:
+            code = "truncated_image" if "truncated" in str(exc).lower() else "invalid_image"
+            raise InvalidImage(f"cannot decode the {image.format} image: {exc}", code=code) from exc
+        except (SyntaxError, ValueError, EOFError, IndexError) as exc:
+            raise InvalidImage(f"cannot decode the {image.format} image: {exc}") from exc
+        oriented = _exif_transpose(image)
+        return to_rgb(oriented)
+
+
+def _exif_transpose(image: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag (a copy); an unreadable EXIF block leaves the image as stored."""
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable EXIF data: %s", exc)
+        return image.copy()
+    return oriented if oriented is not None else image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, the way the service documents it.
+
+    * ``RGB``: unchanged (the same object).
+    * ``L``, ``1``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``: Pillow's ``convert("RGB")`` (CMYK with Pillow's
+      formula; embedded ICC profiles are ignored, as in training).
+    * ``P``: through RGBA when the palette has transparency, else straight to RGB.
+    * alpha (``RGBA``, ``LA``, ``PA``, or ``L``/``RGB`` with a ``transparency`` key): composited over white.
+    * 16-bit (``I;16*``, and ``I`` read as 16-bit): scaled to 8 bits by ``round(v / 257)`` (65535 -> 255),
+      where Pillow's plain ``convert`` would clip everything above 255 to white.
+    * ``F``: clipped to 0..255 and rounded.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.float64)
+        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode == "F":
+        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    has_transparency = "transparency" in image.info
+    if mode in _ALPHA_MODES or (has_transparency and mode in {"P", "L", "RGB", "1"}):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE)
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def preprocess(
+    image: Image.Image, size: tuple[int, int] = (50, 50), method: str = "bilinear"
+) -> npt.NDArray[np.float32]:
+    """The network input of one image: RGB, resized with the bundle's declared method, CHW float32 0..255.
+
+    Exactly ``to_rgb(image).resize(size, Image.Resampling.BILINEAR)`` for the bundles of schema 1 (whole
+    image, aspect ratio not kept); for an RGB image that is the training package's ``img.convert("RGB")``
+    followed by the same resize.
+
+    Args:
+        image: any Pillow image, already EXIF-oriented.
+        size: (width, height) of the network frame, (50, 50).
+        method: a key of :data:`RESAMPLING`, from the bundle's ``input.resize.method``.
+
+    Returns:
+        (3, H, W) float32 array of 0..255 RGB values, C-contiguous.
+    """
+    if method not in RESAMPLING:
+        raise ValueError(f"unknown resize method {method!r}; expected one of {sorted(RESAMPLING)}")
+    resized = to_rgb(image).resize(size, RESAMPLING[method])
+    array = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1)
+    return np.ascontiguousarray(array)
+
+
+def render_crop(image: Image.Image, image_from_crop: npt.ArrayLike, crop_size: int) -> Image.Image:
+    """Render the aligned crop from the original RGB image with bilinear sampling.
+
+    Pillow's ``Image.transform(PERSPECTIVE)`` evaluates, for the output pixel centre (x, y) (edges at
+    integers), the input point ``((a x + b y + c) / (g x + h y + 1), (d x + e y + f) / (g x + h y + 1))`` and
+    samples it with input pixel centres at +0.5: the conventions of :mod:`service.geometry`, so the
+    coefficients are the first eight entries of ``image_from_crop`` (normalised to ``[2, 2] == 1``).
+    Points outside the image are black, like the network's zero padding.
+
+    Args:
+        image: the uploaded image, RGB, (W, H).
+        image_from_crop: (3, 3) crop pixel coordinates -> image pixel coordinates.
+        crop_size: S, pixels a side.
+
+    Returns:
+        An RGB image of size (S, S).
+    """
+    m = np.asarray(image_from_crop, dtype=np.float64)
+    m = m / m[2, 2]
+    coefficients = tuple(float(v) for v in m.reshape(-1)[:8])
+    return image.transform(
+        (crop_size, crop_size),
+        Image.Transform.PERSPECTIVE,
+        coefficients,
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=(0, 0, 0),
+    )
+
+
+def png_data_url(image: Image.Image) -> str:
+    """Encode an image as a ``data:image/png;base64,...`` URL."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=3)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,142 @@
+"""One pure-ASGI middleware for every HTTP request: request id, body-size limit, metrics, access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import request_id_var
+from service.metrics import ServiceMetrics
+
+log = logging.getLogger("service.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's path template (e.g. ``/v1/models/{name}/classify``), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class BodyTooLarge(HTTPException):
+    """The request body exceeds ``max_body_bytes`` (413, code ``payload_too_large``).
+
+    An ``HTTPException`` rather than a :class:`~service.errors.ServiceError`: FastAPI re-raises HTTP
+    exceptions that happen while it reads a JSON body (v2 infer) but turns any other exception into a 400.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(status_code=413, detail=message)
+
+
+INTERNAL_ERROR_MESSAGE = "internal error; see the server log for this request id"
+
+
+async def send_internal_error(scope: Scope, send: Send, request_id: str) -> None:
+    """A 500 JSON answer in the route family's error shape (``/v2``: the Open Inference Protocol's)."""
+    if str(scope.get("path", "")).startswith("/v2"):
+        payload: dict[str, Any] = {"error": INTERNAL_ERROR_MESSAGE}
+    else:
+        payload = {
+            "error": {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE, "request_id": request_id}
+        }
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestMiddleware:
+    """Per request: take or make an ``X-Request-ID`` (echoed in the response), refuse bodies over
+    ``max_body_bytes`` (413, also for chunked bodies without Content-Length), count requests by route and
+    status, time them, track requests in flight, write one access-log line, and turn an unexpected exception
+    into a JSON 500 carrying the request id (logged with its traceback)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, max_body_bytes: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get(REQUEST_ID_HEADER, "")
+        request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        start = time.perf_counter()
+        received = 0
+        limit = self.max_body_bytes
+        declared = headers.get("content-length", "")
+        too_large_declared = declared.isdigit() and int(declared) > limit
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if too_large_declared:
+                raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        status_sent = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, status_sent
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                status_sent = True
+                raw: list[Any] = list(message.get("headers", []))
+                raw.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": raw}
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except Exception:
+                log.exception("unhandled error in %s %s", scope.get("method", ""), scope.get("path", ""))
+                if status_sent:
+                    raise  # the response started: nothing sensible can be sent any more
+                await send_internal_error(scope, send_with_id, request_id)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = route_label(scope)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(elapsed)
+            log.info(
+                "%s %s %d %.1f ms",
+                scope.get("method", ""),
+                scope.get("path", ""),
+                status,
+                elapsed * 1000.0,
+                extra={
+                    "fields": {
+                        "method": scope.get("method"),
+                        "path": scope.get("path"),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000.0, 3),
+                        "client": (scope.get("client") or [None])[0],
+                    }
+                },
+            )
+            request_id_var.reset(token)

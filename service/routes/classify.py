@@ -1,0 +1,249 @@
+"""``POST /v1/classify``, ``POST /v1/models/{name}/classify``: images in; signs, transforms and crops out."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.deps import DecodeExecutorDep, MetricsDep, RepositoryDep, SettingsDep
+from service.errors import InvalidImage, InvalidRequest, RequestTimeout
+from service.imaging import IMAGE_CONTENT_TYPES, check_image_content_type, media_type
+from service.metrics import ServiceMetrics
+from service.middleware import BodyTooLarge
+from service.pipeline import DecodedImage, Upload, decode_step, postprocess_step
+from service.repository import LoadedModel
+from service.schemas import ClassifyResponse, ErrorResponse
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["classify"])
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+CLASSIFY_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One or several images as multipart files (any field name, e.g. `file`, repeated), or "
+        "one image as the raw body with its image content type.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    },
+                    "required": ["file"],
+                }
+            },
+            **{
+                kind: _BINARY for kind in ("image/png", "image/jpeg", "image/webp", "image/x-portable-pixmap")
+            },
+        },
+    }
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "unknown model (code model_not_found)"},
+    413: {"model": ErrorResponse, "description": "body over SERVICE_MAX_BODY_BYTES (payload_too_large)"},
+    415: {"model": ErrorResponse, "description": "not an image type nor multipart (unsupported_media_type)"},
+    422: {
+        "model": ErrorResponse,
+        "description": "bad image or parameter: empty_image, invalid_image, truncated_image, animated_image, "
+        "image_too_large, invalid_request",
+    },
+    503: {"model": ErrorResponse, "description": "queue full (overloaded, with Retry-After) or not ready"},
+    504: {"model": ErrorResponse, "description": "not done within SERVICE_REQUEST_TIMEOUT_S (timeout)"},
+}
+
+TopK = Annotated[int, Query(ge=1, le=1000, description="number of classes returned (capped at the model's)")]
+CropMode = Annotated[Literal["none", "png"], Query(description="png: aligned crop as a PNG data URL")]
+CropSize = Annotated[
+    int, Query(ge=8, le=4096, description="crop pixels a side (at most SERVICE_MAX_CROP_SIZE)")
+]
+ModelName = Annotated[str, Path(description="model (bundle folder) name", examples=["stn-linearized"])]
+
+
+@router.post(
+    "/classify",
+    summary="Classify traffic-sign images with the default model",
+    description="Same as `/v1/models/{name}/classify` on the default model (models/DEFAULT or "
+    "SERVICE_DEFAULT_MODEL).",
+    response_model=ClassifyResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=CLASSIFY_OPENAPI,
+)
+async def classify_default(
+    request: Request,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    executor: DecodeExecutorDep,
+    top_k: TopK = 5,
+    crop: CropMode = "png",
+    crop_size: CropSize = 128,
+) -> ClassifyResponse:
+    model = repository.get(None)
+    return await classify(request, model, settings, metrics, executor, top_k, crop, crop_size)
+
+
+@router.post(
+    "/models/{name}/classify",
+    summary="Classify traffic-sign images with a named model",
+    description="Per image: the top-k signs with probabilities, the predicted transform (3x3 matrix from "
+    "crop pixels to input pixels, corners, scale, rotation), the aligned crop rendered from the original "
+    "image, and per-stage timings. Images of one request and of concurrent requests are batched together.",
+    response_model=ClassifyResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=CLASSIFY_OPENAPI,
+)
+async def classify_named(
+    request: Request,
+    name: ModelName,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    executor: DecodeExecutorDep,
+    top_k: TopK = 5,
+    crop: CropMode = "png",
+    crop_size: CropSize = 128,
+) -> ClassifyResponse:
+    model = repository.get(name)
+    return await classify(request, model, settings, metrics, executor, top_k, crop, crop_size)
+
+
+async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
+    """The uploaded images: every file part of a multipart form, or the raw body for an image type.
+
+    Raises:
+        UnsupportedMediaType: neither multipart nor an accepted image type (415).
+        BodyTooLarge: from the request middleware while reading (413).
+        InvalidRequest: no file, or more than ``max_images_per_request``.
+        InvalidImage: an empty raw body (code empty_image).
+    """
+    kind = media_type(request.headers.get("content-type"))
+    limit = settings.max_images_per_request
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_files=limit, max_fields=100)
+        except BodyTooLarge:
+            raise
+        except StarletteHTTPException as exc:  # malformed multipart or too many parts
+            raise InvalidRequest(f"cannot read the multipart form: {exc.detail}") from exc
+        try:
+            uploads: list[Upload] = []
+            for _, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    check_image_content_type(value.content_type, allow_generic=True)
+                    uploads.append(Upload(data=await value.read(), filename=value.filename or None))
+        finally:
+            await form.close()
+        if not uploads:
+            raise InvalidRequest("the multipart form holds no file; send the image(s) as file part(s)")
+        return uploads
+    check_image_content_type(kind, allow_generic=False)
+    body = await request.body()
+    if not body:
+        raise InvalidImage("the request body is empty (0 bytes)", code="empty_image")
+    return [Upload(data=body)]
+
+
+async def classify(
+    request: Request,
+    model: LoadedModel,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Any,
+    top_k: int,
+    crop: str,
+    crop_size: int,
+) -> ClassifyResponse:
+    """Read, decode, batch-infer and post-process; the whole path after the body is bounded by the timeout.
+
+    The caller got ``model`` from the repository just before (no ``await`` in between); holding it with
+    :meth:`LoadedModel.use` keeps a hot reload from retiring it while this request runs.
+    """
+    with model.use():
+        return await _classify(request, model, settings, metrics, executor, top_k, crop, crop_size)
+
+
+async def _classify(
+    request: Request,
+    model: LoadedModel,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    executor: Any,
+    top_k: int,
+    crop: str,
+    crop_size: int,
+) -> ClassifyResponse:
+    if crop_size > settings.max_crop_size:
+        raise InvalidRequest(
+            f"crop_size {crop_size} exceeds SERVICE_MAX_CROP_SIZE ({settings.max_crop_size})"
+        )
+    uploads = await read_uploads(request, settings)
+    start = time.perf_counter()
+    labels = (model.name, model.version)
+    loop = asyncio.get_running_loop()
+    card = model.card
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            decoded: list[DecodedImage] = list(
+                await asyncio.gather(
+                    *(
+                        loop.run_in_executor(executor, decode_step, u, card, settings.max_image_pixels)
+                        for u in uploads
+                    )
+                )
+            )
+            for item in decoded:
+                metrics.decode_duration.labels(*labels).observe(item.decode_seconds)
+            futures = model.batcher.submit([item.tensor for item in decoded])
+            try:
+                outputs = await asyncio.gather(*futures)
+            finally:
+                for future in futures:
+                    future.cancel()  # no-op when done; frees the queue slot of a timed-out request
+            results = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        executor,
+                        functools.partial(
+                            postprocess_step,
+                            d,
+                            o,
+                            model_name=model.name,
+                            card=card,
+                            k=top_k,
+                            crop=crop == "png",
+                            crop_size=crop_size,
+                            request_start=start,
+                        ),
+                    )
+                    for d, o in zip(decoded, outputs, strict=True)
+                )
+            )
+    except TimeoutError as exc:
+        raise RequestTimeout(
+            f"the request did not finish within {settings.request_timeout_s} s (SERVICE_REQUEST_TIMEOUT_S)"
+        ) from exc
+    for result, confidence, encode_seconds in results:
+        metrics.encode_duration.labels(*labels).observe(encode_seconds)
+        metrics.images.labels(*labels).inc()
+        metrics.predictions.labels(*labels, str(result.predictions[0].class_id)).inc()
+        metrics.confidence.labels(*labels).observe(confidence)
+        if result.transform is not None:
+            metrics.transform_scale.labels(*labels).observe(result.transform.scale)
+            metrics.transform_rotation.labels(*labels).observe(result.transform.rotation_deg)
+    return ClassifyResponse(
+        request_id=getattr(request.state, "request_id", None),
+        model=model.name,
+        version=model.version,
+        results=[r for r, _, _ in results],
+    )
+
+
+__all__ = ["IMAGE_CONTENT_TYPES", "router"]

@@ -1,0 +1,176 @@
+"""The Open Inference Protocol (KServe v2) REST endpoints, so standard clients and tooling work.
+
+Errors on these routes use the protocol's ``{"error": "<message>"}`` body (see ``service.app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.deps import RepositoryDep, SettingsDep
+from service.errors import InvalidRequest, NotReady, RequestTimeout
+from service.repository import LoadedModel, ModelRepository
+from service.schemas import (
+    V2Error,
+    V2InferRequest,
+    V2InferResponse,
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2ServerMetadata,
+    V2TensorMetadata,
+)
+from service.settings import Settings
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+SERVER_NAME = "stn-signs"
+ModelName = Annotated[str, Path(description="model name", examples=["stn-linearized"])]
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": V2Error, "description": "bad request (shape, datatype, data)"},
+    404: {"model": V2Error, "description": "unknown model"},
+    503: {"model": V2Error, "description": "queue full (Retry-After) or not ready"},
+}
+
+
+def _dims(shape: list[int | None]) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
+@router.get("", summary="Server metadata", response_model=V2ServerMetadata)
+async def server_metadata() -> V2ServerMetadata:
+    return V2ServerMetadata(name=SERVER_NAME, version=__version__, extensions=[])
+
+
+@router.get("/health/live", summary="Liveness: the process serves HTTP", response_model=V2Live)
+async def live() -> V2Live:
+    return V2Live(live=True)
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: the default model is loaded (503 otherwise)",
+    response_model=V2Ready,
+    responses={503: {"model": V2Ready, "description": "not ready"}},
+)
+async def ready(repository: RepositoryDep) -> Any:
+    if not repository.ready:
+        return JSONResponse({"ready": False}, status_code=503)
+    return V2Ready(ready=True)
+
+
+@router.get("/models/{name}", summary="Model metadata", response_model=V2ModelMetadata, responses=V2_ERRORS)
+async def model_metadata(name: ModelName, repository: RepositoryDep) -> V2ModelMetadata:
+    model = repository.get(name)
+    card = model.card
+    return V2ModelMetadata(
+        name=model.name,
+        versions=[model.version],
+        platform="onnxruntime_onnx",
+        inputs=[V2TensorMetadata(name=card.input.name, datatype="FP32", shape=_dims(card.input.shape))],
+        outputs=[
+            V2TensorMetadata(name=spec.name, datatype="FP32", shape=_dims(spec.shape))
+            for spec in (card.outputs.logits, card.outputs.warp, card.outputs.crop)
+        ],
+    )
+
+
+@router.get(
+    "/models/{name}/ready", summary="Model readiness", response_model=V2ModelReady, responses=V2_ERRORS
+)
+async def model_ready(name: ModelName, repository: RepositoryDep) -> V2ModelReady:
+    model = repository.get(name)
+    return V2ModelReady(name=model.name, ready=not repository.closed)
+
+
+@router.post(
+    "/models/{name}/infer",
+    summary="Run the model on a tensor in its own input layout",
+    description="One input named as the model's (`image`), datatype FP32, shape [N, 3, 50, 50], RGB 0..255 "
+    "row-major (flat or nested). Returns the requested outputs (default: logits, warp, crop) as flat FP32 "
+    "data. The images join the model's dynamic batches like classify requests.",
+    response_model=V2InferResponse,
+    responses=V2_ERRORS,
+)
+async def infer(
+    name: ModelName, body: V2InferRequest, repository: RepositoryDep, settings: SettingsDep
+) -> JSONResponse:
+    model = repository.get(name)
+    with model.use():  # a hot reload retires this version only after the request
+        return await _infer(model, body, repository, settings)
+
+
+async def _infer(
+    model: LoadedModel, body: V2InferRequest, repository: ModelRepository, settings: Settings
+) -> JSONResponse:
+    card = model.card
+    if len(body.inputs) != 1 or body.inputs[0].name != card.input.name:
+        raise InvalidRequest(f"expected exactly one input named {card.input.name!r}")
+    tensor = body.inputs[0]
+    if tensor.datatype != "FP32":
+        raise InvalidRequest(f"input datatype must be FP32, got {tensor.datatype!r}")
+    width, height = card.input_size
+    shape = tensor.shape
+    if len(shape) != 4 or shape[1:] != [3, height, width] or shape[0] < 1:
+        raise InvalidRequest(f"input shape must be [N, 3, {height}, {width}] with N >= 1, got {shape}")
+    if shape[0] > settings.max_images_per_request:
+        raise InvalidRequest(f"at most {settings.max_images_per_request} images per request, got {shape[0]}")
+    try:
+        data = np.asarray(tensor.data, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"input data is not a regular array of numbers: {exc}") from exc
+    if data.size != int(np.prod(shape)):
+        raise InvalidRequest(
+            f"input data holds {data.size} values, shape {shape} needs {int(np.prod(shape))}"
+        )
+    if not np.all(np.isfinite(data)):
+        raise InvalidRequest("input data must be finite")
+    images = data.reshape(shape)
+    known = {card.outputs.logits.name, card.outputs.warp.name, card.outputs.crop.name}
+    wanted = (
+        [o.name for o in body.outputs]
+        if body.outputs
+        else [
+            card.outputs.logits.name,
+            card.outputs.warp.name,
+            card.outputs.crop.name,
+        ]
+    )
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise InvalidRequest(f"unknown output(s) {unknown}; the model has {sorted(known)}")
+    futures = model.batcher.submit(list(images))
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            results = await asyncio.gather(*futures)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"inference did not finish within {settings.request_timeout_s} s") from exc
+    finally:
+        for future in futures:
+            future.cancel()
+    if repository.closed:
+        raise NotReady("the service is shutting down")
+    arrays = {
+        card.outputs.logits.name: np.stack([r.logits for r in results]),
+        card.outputs.warp.name: np.stack([r.warp for r in results]),
+        card.outputs.crop.name: np.stack([r.crop for r in results]),
+    }
+    outputs = [
+        {
+            "name": n,
+            "shape": list(arrays[n].shape),
+            "datatype": "FP32",
+            "data": arrays[n].astype(np.float32).reshape(-1).tolist(),
+        }
+        for n in wanted
+    ]
+    return JSONResponse(
+        {"model_name": model.name, "model_version": model.version, "id": body.id, "outputs": outputs}
+    )

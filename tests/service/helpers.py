@@ -1,0 +1,95 @@
+"""Helpers for the service tests: the TestClient import, image encoders, metric reads."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers the httpx2 package for its TestClient and warns (a UserWarning) when it falls back
+    # to httpx, which the dev extra installs; the TestClient works the same with either.
+    warnings.filterwarnings(
+        "ignore", message=r"Using `httpx` with `starlette\.testclient`", category=UserWarning
+    )
+    from fastapi.testclient import TestClient
+
+__all__ = ["TestClient", "encode", "gtsrb_originals", "photo_like", "png_chunk", "raw_png", "sample"]
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    """Encode a Pillow image to bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def raw_png(
+    width: int, height: int, *, bit_depth: int = 8, color_type: int = 2, idat: bytes | None = None
+) -> bytes:
+    """A PNG written by hand (any declared size, any IDAT), for zero-size, bomb and 16-bit cases."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    body = png_chunk(b"IHDR", header)
+    if idat is not None:
+        body += png_chunk(b"IDAT", idat)
+    return b"\x89PNG\r\n\x1a\n" + body + png_chunk(b"IEND", b"")
+
+
+def sample(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    """A metric sample's value, 0.0 when the series does not exist yet."""
+    value = registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else float(value)
+
+
+def gtsrb_originals(gtsrb_dir: Path, count: int, stride: int = 1) -> list[Path]:
+    """``count`` real GTSRB test images at original resolution (every ``stride``-th, sorted by name)."""
+    paths = sorted((gtsrb_dir / "test_originals").glob("*.png"))
+    chosen = paths[::stride][:count]
+    if len(chosen) < count:
+        raise FileNotFoundError(f"only {len(chosen)} images in {gtsrb_dir / 'test_originals'}")
+    return chosen
+
+
+def photo_like(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+    """A deterministic RGB image with structure (gradients + blobs), not flat noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 255 * x / max(width - 1, 1)
+    g = 255 * y / max(height - 1, 1)
+    b = 127 + 100 * np.sin(x / 5.0) * np.cos(y / 7.0)
+    rgb = np.stack([r, g, b], axis=-1) + rng.normal(0, 8, (height, width, 3))
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Load an image file fully and close it (no ResourceWarning), converted to RGB."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def app_state(client: TestClient) -> Any:
+    """The FastAPI app's ``state`` (metrics, repository) behind a TestClient."""
+    app = client.app
+    if not isinstance(app, FastAPI):
+        raise TypeError(f"expected a FastAPI app, got {type(app).__name__}")
+    return app.state
+
+
+def registry_of(client: TestClient) -> CollectorRegistry:
+    """The Prometheus registry of the app behind a TestClient."""
+    registry: CollectorRegistry = app_state(client).metrics.registry
+    return registry
