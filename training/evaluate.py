@@ -1,0 +1,313 @@
+"""Test-set evaluation: clean and perturbed error, overall and per class, in eval mode.
+
+The perturbed figure uses IC-STN perturbations drawn once for the whole test set from a generator seeded
+with a fixed seed (default 1234), so it is reproducible and does not depend on the batch size. Eval mode makes
+the sampler deterministic (its ``inference_forward``: exact bilinear, or bilinear over a Gaussian-prefiltered
+input), the same forward the exported ONNX graph runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from training import geometry
+from training.models.common import TransformerClassifier
+
+DEFAULT_EVAL_SEED = 1234
+
+
+@dataclass
+class EvalResult:
+    """The figures of one evaluation (error fractions in [0, 1]; JSON via :meth:`to_dict`).
+
+    Attributes:
+        test_set: what was evaluated (file and number of images).
+        num_images: N.
+        error_clean: error with the identity initial warp (the central box; the service case).
+        error_perturbed: error under the fixed-seed IC-STN perturbations.
+        per_class_clean, per_class_perturbed: error per class id (None for a class without images).
+        class_counts: images per class id.
+        perturbation: ``{"scale", "translation_scale", "seed"}`` in canonical units.
+        inference_forward: the sampler's deterministic forward that produced the figures.
+        sampler: the sampler's training mode.
+        wall_time_s: seconds the evaluation took.
+        checkpoint: the checkpoint evaluated, when known.
+    """
+
+    test_set: str
+    num_images: int
+    error_clean: float
+    error_perturbed: float
+    per_class_clean: list[float | None]
+    per_class_perturbed: list[float | None]
+    class_counts: list[int]
+    perturbation: dict[str, float | int]
+    inference_forward: str
+    sampler: str
+    wall_time_s: float
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as indented JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+@dataclass
+class EvalArrays:
+    """Per-image outputs of an evaluation (for plots; not written to JSON).
+
+    Attributes:
+        labels: (N,) int64.
+        pred_clean, pred_perturbed: (N,) int64 predicted classes.
+        crops_perturbed: (N, 3, S, S) float32 0..255 aligned crops of the perturbed pass (None unless
+            requested).
+        warps_perturbed: (N, 3, 3) float32 final canonical warps of the perturbed pass.
+    """
+
+    labels: np.ndarray
+    pred_clean: np.ndarray
+    pred_perturbed: np.ndarray
+    crops_perturbed: np.ndarray | None
+    warps_perturbed: np.ndarray
+
+
+def describe_test_set(source: str, n: int) -> str:
+    """The ``test_set`` text of a result: ``GTSRB Final_Test, 12630 images (gtsrb50_test_lossless.npz)``."""
+    return f"GTSRB Final_Test, {n} images ({Path(source).name})"
+
+
+def inference_forward_of(model: TransformerClassifier) -> str:
+    """The sampler forward ``model`` uses in eval mode (``bilinear``, ``expected``, ...)."""
+    return str(model.warp_sampler.sampler.inference_forward)
+
+
+def fixed_perturbations(n: int, *, scale: float, translation_scale: float, seed: int) -> torch.Tensor:
+    """The (n, 3, 3) canonical IC-STN perturbations of an evaluation, drawn at once from ``seed`` (CPU)."""
+    gen = torch.Generator().manual_seed(seed)
+    return geometry.perturbation_warps(
+        n, scale=scale, translation_scale=translation_scale, generator=gen, dtype=torch.float32
+    )
+
+
+def _per_class(
+    labels: np.ndarray, wrong: np.ndarray, num_classes: int
+) -> tuple[list[float | None], list[int]]:
+    counts = np.bincount(labels, minlength=num_classes)
+    errors = np.bincount(labels, weights=wrong.astype(np.float64), minlength=num_classes)
+    return [float(e / c) if c else None for e, c in zip(errors, counts, strict=True)], [
+        int(c) for c in counts
+    ]
+
+
+@torch.no_grad()
+def evaluate_arrays(
+    model: TransformerClassifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    scale: float = 0.25,
+    translation_scale: float = 0.25,
+    seed: int = DEFAULT_EVAL_SEED,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    keep_crops: bool = False,
+    test_set: str = "",
+) -> tuple[EvalResult, EvalArrays]:
+    """Evaluate ``model`` on images in eval mode, clean and perturbed.
+
+    Args:
+        model: the (unwrapped) model; put in eval mode here and restored to its previous mode afterwards.
+        images: (N, 50, 50, 3) uint8 RGB.
+        labels: (N,) int class ids.
+        scale, translation_scale: the perturbation (canonical units).
+        seed: seed of the perturbations (drawn for all N images at once).
+        batch_size: images per forward pass.
+        device: where to run.
+        keep_crops: also return the perturbed pass's aligned crops (N, 3, S, S).
+        test_set: description recorded in the result.
+
+    Returns:
+        ``(EvalResult, EvalArrays)``.
+    """
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    n = int(labels.shape[0])
+    warps = fixed_perturbations(n, scale=scale, translation_scale=translation_scale, seed=seed)
+    pred_clean = np.empty(n, dtype=np.int64)
+    pred_pert = np.empty(n, dtype=np.int64)
+    out_warps = np.empty((n, 3, 3), dtype=np.float32)
+    crops: np.ndarray | None = None
+    try:
+        for lo in range(0, n, batch_size):
+            hi = min(n, lo + batch_size)
+            x = torch.from_numpy(np.ascontiguousarray(images[lo:hi])).to(device).permute(0, 3, 1, 2).float()
+            pred_clean[lo:hi] = model(x).logits.argmax(1).cpu().numpy()
+            out = model(x, warps[lo:hi].to(device))
+            pred_pert[lo:hi] = out.logits.argmax(1).cpu().numpy()
+            out_warps[lo:hi] = out.warp.float().cpu().numpy()
+            if keep_crops:
+                if crops is None:
+                    crops = np.empty((n, *out.crop.shape[1:]), dtype=np.float32)
+                crops[lo:hi] = out.crop.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    labels = np.asarray(labels, dtype=np.int64)
+    k = model.config.num_classes
+    wrong_clean = pred_clean != labels
+    wrong_pert = pred_pert != labels
+    per_clean, counts = _per_class(labels, wrong_clean, k)
+    per_pert, _ = _per_class(labels, wrong_pert, k)
+    result = EvalResult(
+        test_set=test_set,
+        num_images=n,
+        error_clean=float(wrong_clean.mean()) if n else math.nan,
+        error_perturbed=float(wrong_pert.mean()) if n else math.nan,
+        per_class_clean=per_clean,
+        per_class_perturbed=per_pert,
+        class_counts=counts,
+        perturbation={"scale": scale, "translation_scale": translation_scale, "seed": seed},
+        inference_forward=inference_forward_of(model),
+        sampler=model.config.sampler,
+        wall_time_s=time.perf_counter() - start,
+    )
+    return result, EvalArrays(labels, pred_clean, pred_pert, crops, out_warps)
+
+
+@torch.no_grad()
+def rotation_study(
+    model: TransformerClassifier,
+    images: np.ndarray,
+    *,
+    max_deg: float = 90.0,
+    seed: int = DEFAULT_EVAL_SEED,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rotation the transformer predicts against the rotation applied to its input (Finnveden, Fig. 3).
+
+    Each image's content is rotated about the crop centre by an angle ``a`` drawn uniformly from
+    [-max_deg, max_deg] (seeded): the model gets ``init_warp = rotation_warps(-a)``. The transformer's own
+    contribution is ``dp = invert(init) o warp``, and its angle (``geometry.rotation_angle``) is the rotation
+    it undoes; a perfect aligner gives ``predicted == applied``.
+
+    Args:
+        model: the (unwrapped) model; evaluated in eval mode, its mode restored afterwards.
+        images: (N, 50, 50, 3) uint8 RGB.
+        max_deg: largest applied rotation, degrees.
+        seed: seed of the angles.
+        batch_size: images per forward pass.
+        device: where to run.
+
+    Returns:
+        ``(applied_deg (N,), predicted_deg (N,))`` float64.
+    """
+    n = int(images.shape[0])
+    gen = torch.Generator().manual_seed(seed)
+    applied = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * max_deg
+    init = geometry.rotation_warps(torch.deg2rad(-applied)).float()
+    predicted = np.empty(n, dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, n, batch_size):
+            hi = min(n, lo + batch_size)
+            x = torch.from_numpy(np.ascontiguousarray(images[lo:hi])).to(device).permute(0, 3, 1, 2).float()
+            m0 = init[lo:hi].to(device)
+            warp = model(x, m0).warp.float()
+            dp = geometry.compose(geometry.invert(m0), warp)
+            predicted[lo:hi] = torch.rad2deg(geometry.rotation_angle(dp)).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return applied.numpy(), predicted
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    variant: str | None = "lossless",
+    seed: int = DEFAULT_EVAL_SEED,
+    scale: float | None = None,
+    translation_scale: float | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    threads: int | None = None,
+) -> tuple[EvalResult, EvalArrays]:
+    """Load a checkpoint and evaluate it on the GTSRB test set (the full lossless set unless ``limit``).
+
+    The perturbation scales default to the ones the checkpoint was trained with (0.25 / 0.25 otherwise).
+    """
+    from training.data import load_gtsrb, resolve_data_dir
+    from training.models.checkpoint import load_checkpoint
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint, map_location=device)
+    data_cfg = (loaded.train_config or {}).get("data", {})
+    scale = float(data_cfg.get("perturbation_scale", 0.25)) if scale is None else scale
+    translation_scale = (
+        float(data_cfg.get("translation_scale", 0.25)) if translation_scale is None else translation_scale
+    )
+    root = resolve_data_dir(data_dir)
+    split = load_gtsrb(
+        root,
+        "test",
+        variant=cast(Any, variant),
+        limit=limit,
+        cache_dir=None if cache_dir is None else Path(cache_dir),
+    )
+    result, arrays = evaluate_arrays(
+        loaded.model,
+        split.images,
+        split.labels,
+        scale=scale,
+        translation_scale=translation_scale,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        test_set=describe_test_set(split.source, len(split)),
+    )
+    result.checkpoint = str(checkpoint)
+    return result, arrays
+
+
+def format_result(result: EvalResult, class_names: list[str] | None = None, *, per_class: bool = True) -> str:
+    """Human-readable report: overall clean / perturbed error, then one line per class."""
+    n = result.num_images
+    p = result.perturbation
+    lines = [
+        f"test set: {result.test_set}",
+        f"sampler: {result.sampler} (inference forward: {result.inference_forward})",
+        f"clean error:     {100 * result.error_clean:6.3f}% ({round(result.error_clean * n)}/{n})",
+        f"perturbed error: {100 * result.error_perturbed:6.3f}% ({round(result.error_perturbed * n)}/{n})"
+        f"  [scale {p['scale']}, translation {p['translation_scale']}, seed {p['seed']}]",
+    ]
+    if per_class:
+        lines.append(f"{'class':>5} {'images':>6} {'clean':>8} {'perturbed':>9}  name")
+        for k, count in enumerate(result.class_counts):
+            if not count:
+                continue
+            c, q = result.per_class_clean[k], result.per_class_perturbed[k]
+            name = class_names[k] if class_names and k < len(class_names) else ""
+            lines.append(f"{k:>5} {count:>6} {100 * (c or 0):7.2f}% {100 * (q or 0):8.2f}%  {name}")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""The constructor arguments of every model: one frozen dataclass, stored in checkpoints and model cards.
+
+Importing this module does not import torch, so configuration code (CLI, TOML parsing) stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from training.errors import ConfigError
+
+MODEL_TYPES = ("cnn", "stn", "icstn", "stn-c", "stn-sl")
+ARCHS = ("paper", "large")
+WARP_TYPES = ("translation", "similarity", "affine", "homography")
+SAMPLER_MODES = ("bilinear", "nearest", "bicubic", "linearized", "multiscale")
+EVAL_FORWARDS = ("bilinear", "expected")
+DOWNSAMPLING_RATES = (1, 2, 4, 8)
+
+#: Side of the canonical crop in 50x50-frame pixels (the box [7, 43]^2).
+CANONICAL_SIZE = 36
+#: Side of the network's input frame (the whole image resized to 50x50).
+FRAME_SIZE = 50
+
+
+def crop_size(rate: int) -> int:
+    """Side S of the transformer's output at downsampling rate r: 36 / r rounded half up (36, 18, 9, 5)."""
+    return int(CANONICAL_SIZE / rate + 0.5)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything :func:`training.models.build_model` needs; a checkpoint stores it as a plain dict.
+
+    Attributes:
+        model_type: ``cnn`` (no transformer), ``stn``, ``icstn``, ``stn-c`` (transform feature maps) or
+            ``stn-sl`` (localisation shares the classifier's first layers).
+        arch: ``paper`` (the small IC-STN traffic-sign networks) or ``large`` (the served default).
+        warp_type: the transformer's parametrization (translation 2, similarity 4, affine 6, homography 8).
+        sampler: the training mode of :class:`training.sampling.GridSampler`.
+        eval_forward: the sampler's deterministic forward in eval mode (and in the ONNX graph).
+        num_samples: samples per output pixel of the linearized sampler in training.
+        downsampling_rate: r in {1, 2, 4, 8}; the transformer outputs S = 36 / r pixels a side.
+        warp_n: recurrent warps of the IC-STN (ignored by the other types).
+        num_classes: output classes (43 for GTSRB).
+        dropout: dropout before the last classifier layer (``large`` only).
+    """
+
+    model_type: str = "stn"
+    arch: str = "large"
+    warp_type: str = "homography"
+    sampler: str = "linearized"
+    eval_forward: str = "bilinear"
+    num_samples: int = 8
+    downsampling_rate: int = 1
+    warp_n: int = 4
+    num_classes: int = 43
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, object, tuple[object, ...]]] = [
+            ("model_type", self.model_type, MODEL_TYPES),
+            ("arch", self.arch, ARCHS),
+            ("warp_type", self.warp_type, WARP_TYPES),
+            ("sampler", self.sampler, SAMPLER_MODES),
+            ("eval_forward", self.eval_forward, EVAL_FORWARDS),
+            ("downsampling_rate", self.downsampling_rate, DOWNSAMPLING_RATES),
+        ]
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise ConfigError(f"model.{key} = {value!r}: expected one of {', '.join(map(str, allowed))}")
+        if self.num_samples < 1:
+            raise ConfigError(f"model.num_samples = {self.num_samples}: expected >= 1")
+        if self.warp_n < 1:
+            raise ConfigError(f"model.warp_n = {self.warp_n}: expected >= 1")
+        if self.num_classes < 2:
+            raise ConfigError(f"model.num_classes = {self.num_classes}: expected >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout = {self.dropout}: expected 0 <= dropout < 1")
+
+    @property
+    def crop_size(self) -> int:
+        """S, the side of the transformer's output (the classifier's input)."""
+        return crop_size(self.downsampling_rate)
+
+    @property
+    def has_transformer(self) -> bool:
+        """False for ``cnn``, which only samples the crop through the given initial warp."""
+        return self.model_type != "cnn"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (what checkpoints and model cards store)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,629 @@
+"""The training loop: the IC-STN protocol on GTSRB, single process or torchrun/DDP.
+
+Each batch gets fresh perturbation warps (``geometry.perturbation_warps``) and the model sees
+``model(image, init_warp)``; validation images are held out by physical sign track. Rank 0 writes, under
+``run.out``: ``config.json`` (the resolved config), ``metrics.jsonl`` (one JSON object per epoch, plus a final
+``test`` record), ``checkpoint.pt`` (every epoch, for ``--resume``), ``model.pt`` (the final model),
+``eval.json`` (the final test evaluation) and ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training import distributed, geometry
+from training.config import TrainConfig, config_from_dict
+from training.errors import CheckpointError, ConfigError, TrainingError
+from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
+from training.models import TransformerClassifier, build_model, count_parameters, save_checkpoint
+from training.models.checkpoint import read_checkpoint
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced.
+
+    Attributes:
+        out_dir: the output folder.
+        model_path: the final checkpoint (``model.pt``).
+        history: one dict per epoch (the metrics.jsonl records).
+        steps: optimizer steps taken in total.
+        wall_time_s: training time in seconds (over all resumed segments).
+        eval: the final test evaluation, when run.
+        model: the trained model (unwrapped from DDP), in train mode.
+    """
+
+    out_dir: Path
+    model_path: Path
+    history: list[dict[str, Any]]
+    steps: int
+    wall_time_s: float
+    eval: EvalResult | None = None
+    model: TransformerClassifier | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA raises ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+class Progress:
+    """One progress line (loss, error, images/s, ETA) on stderr.
+
+    On a TTY it rewrites the line in place at most 4 times a second; otherwise it prints one line every
+    ``every`` steps, so logs are not flooded.
+    """
+
+    def __init__(
+        self, total_steps: int, every: int, stream: TextIO | None = None, enabled: bool = True
+    ) -> None:
+        self.total = total_steps
+        self.every = every
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last = 0.0
+
+    def update(
+        self, step: int, epoch: int, epochs: int, loss: float, error: float, ips: float, eta: float
+    ) -> None:
+        """Report the state after optimizer step ``step`` (1-based, global)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        due = (now - self.last > 0.25 or step == self.total) if self.tty else (step % self.every == 0)
+        if not due:
+            return
+        self.last = now
+        line = (
+            f"epoch {epoch + 1}/{epochs} step {step}/{self.total} loss {loss:.4f} err {100 * error:5.2f}% "
+            f"{ips:7.1f} img/s ETA {_format_duration(eta)}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the in-place line on a TTY."""
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def log(message: str, ctx: distributed.DistContext) -> None:
+    """One line on stderr from rank 0."""
+    if ctx.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def load_training_data(config: TrainConfig) -> Any:
+    """The training split (a ``GtsrbSplit``).
+
+    With ``data.limit_train`` it is a seeded random subset of that many rows (drawn from the whole set, so
+    every class appears; from packed arrays only those rows are decoded).
+    """
+    from training.data import load_gtsrb, load_packed, resolve_data_dir
+    from training.data.load import packed_file
+
+    data_dir = resolve_data_dir(config.data.data_dir)
+    cache = Path(config.data.cache_dir) if config.data.cache_dir else None
+    limit = config.data.limit_train
+    rng = np.random.default_rng(config.run.seed)
+    packed = packed_file(data_dir, "train", cast(Any, config.data.train_variant))
+    if limit is not None and packed is not None:
+        with np.load(packed, allow_pickle=False) as z:
+            total = int(z["labels"].shape[0])
+        if limit < total:
+            rows = np.sort(rng.choice(total, limit, replace=False))
+            return load_packed(packed, rows=rows, cache_dir=cache)
+    split = load_gtsrb(data_dir, "train", variant=cast(Any, config.data.train_variant), cache_dir=cache)
+    if limit is not None and limit < len(split):
+        split = split.subset(np.sort(rng.choice(len(split), limit, replace=False)))
+    return split
+
+
+def load_test_data(config: TrainConfig) -> Any:
+    """The test split (lossless by default), the first ``data.limit_test`` images when set."""
+    from training.data import load_gtsrb, resolve_data_dir
+
+    data_dir = resolve_data_dir(config.data.data_dir)
+    cache = Path(config.data.cache_dir) if config.data.cache_dir else None
+    return load_gtsrb(
+        data_dir,
+        "test",
+        variant=cast(Any, config.data.test_variant),
+        limit=config.data.limit_test,
+        cache_dir=cache,
+    )
+
+
+def split_train_val(split: Any, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation row indices, by physical sign track (``data.split_by_track``)."""
+    from training.data import split_by_track
+
+    n = len(split)
+    if config.data.val_fraction == 0 or split.track_uid is None:
+        return np.arange(n), np.arange(0)
+    return split_by_track(split.track_uid, config.data.val_fraction, config.run.seed)
+
+
+def build_optimizer(model: TransformerClassifier, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD with two parameter groups: classifier (lr) and localisation (lr * loc_lr_scale)."""
+    o = config.optim
+    loc_ids = {id(p) for p in model.localisation_parameters()}
+    rest = [p for p in model.parameters() if id(p) not in loc_ids]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": o.lr, "name": "classifier"}]
+    if loc_ids:
+        groups.append(
+            {"params": model.localisation_parameters(), "lr": o.lr * o.loc_lr_scale, "name": "localisation"}
+        )
+    if o.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: cosine (linear warm-up then cosine to 0), one-cycle, or constant."""
+    o = config.optim
+    total = max(1, total_steps)
+    if o.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total + 1
+        )
+    warmup = min(total - 1, int(o.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if o.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    if device.type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _epoch_order(n: int, seed: int, epoch: int, ctx: distributed.DistContext) -> np.ndarray:
+    """This rank's shuffled row order for an epoch (every rank gets the same number of rows)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    per_rank = n // ctx.world_size if ctx.world_size > 1 else n
+    return order[ctx.rank :: ctx.world_size][:per_rank]
+
+
+def _write_metrics(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(config: TrainConfig, *, progress_stream: TextIO | None = None) -> TrainResult:
+    """Run the IC-STN training protocol described by ``config`` (see the module docstring for the outputs).
+
+    Raises:
+        TrainingError subclasses for bad data, config or checkpoints (the CLI prints them as one line).
+    """
+    start_wall = time.perf_counter()
+    device = resolve_device(config.run.device)
+    ctx = distributed.setup(device.type)
+    try:
+        return _train(config, device, ctx, start_wall, progress_stream)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _train(
+    config: TrainConfig,
+    device: torch.device,
+    ctx: distributed.DistContext,
+    start_wall: float,
+    progress_stream: TextIO | None,
+) -> TrainResult:
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    if config.run.threads is not None:
+        torch.set_num_threads(config.run.threads)
+    out = Path(config.run.out)
+    _seed_everything(config.run.seed + ctx.rank)
+
+    split = load_training_data(config)
+    train_idx, val_idx = split_train_val(split, config)
+    images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()  # (N, 3, 50, 50) uint8
+    labels = torch.from_numpy(split.labels)
+    if device.type == "cuda":
+        images, labels = images.to(device), labels.to(device)
+
+    model = build_model(config.model).to(device)
+    optimizer = build_optimizer(model, config)
+    batch = config.optim.batch_size
+    per_rank = len(train_idx) // ctx.world_size
+    steps_per_epoch = max(1, per_rank // batch)
+    total_steps = steps_per_epoch * config.optim.epochs
+    if config.run.max_steps is not None:
+        total_steps = min(total_steps, config.run.max_steps)
+    scheduler = build_scheduler(optimizer, config, total_steps, steps_per_epoch)
+    pert_gen = torch.Generator().manual_seed(config.run.seed * 7919 + 17 + ctx.rank)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, step, prior_wall = 0, 0, 0.0
+    if config.run.resume:
+        start_epoch, step, history, prior_wall = _resume(
+            config.run.resume, model, optimizer, scheduler, pert_gen, config
+        )
+        log(f"resumed from {config.run.resume} at epoch {start_epoch}, step {step}", ctx)
+
+    ddp_model = distributed.wrap_model(model, ctx, device)
+    amp_dtype = _autocast_dtype(device, config.run.amp)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(config.to_json() + "\n", encoding="utf-8")
+        if not config.run.resume and (out / "metrics.jsonl").exists():
+            (out / "metrics.jsonl").unlink()
+    log(
+        f"training {config.model.model_type}/{config.model.arch} ({config.model.warp_type}, sampler "
+        f"{config.model.sampler}, r={config.model.downsampling_rate}, {count_parameters(model):,} params) "
+        f"on {device} x{ctx.world_size}: {len(train_idx)} train / {len(val_idx)} val images, "
+        f"{steps_per_epoch} steps/epoch, {total_steps} steps",
+        ctx,
+    )
+
+    progress = Progress(total_steps, config.run.log_every, progress_stream, enabled=ctx.is_main)
+    bad_steps = 0
+    seg_start, seg_step0 = time.perf_counter(), step
+    for epoch in range(start_epoch, config.optim.epochs):
+        if step >= total_steps:
+            break
+        ddp_model.train()
+        order = train_idx[_epoch_order(len(train_idx), config.run.seed, epoch, ctx)]
+        sums = torch.zeros(3, dtype=torch.float64)  # loss*n, wrong, n
+        epoch_start = time.perf_counter()
+        for b in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            rows = torch.from_numpy(order[b * batch : (b + 1) * batch]).to(images.device)
+            x = images[rows].to(device, non_blocking=True).float()
+            y = labels[rows].to(device, non_blocking=True)
+            init = geometry.perturbation_warps(
+                x.shape[0],
+                scale=config.data.perturbation_scale,
+                translation_scale=config.data.translation_scale,
+                generator=pert_gen,
+                dtype=torch.float32,
+            ).to(device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                output = ddp_model(x, init)
+                loss = F.cross_entropy(output.logits.float(), y, label_smoothing=config.optim.label_smoothing)
+            if _non_finite(loss, ctx):
+                bad_steps += 1
+                if ctx.enabled or bad_steps >= MAX_BAD_STEPS:
+                    raise TrainingError(
+                        f"the loss is not finite at step {step + 1} ({bad_steps} bad batches in a row); "
+                        "lower optim.lr or optim.loc_lr_scale, or set optim.grad_clip"
+                    )
+                log(f"warning: non-finite loss at step {step + 1}, batch skipped", ctx)
+                continue
+            bad_steps = 0
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if config.optim.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            step += 1
+            with torch.no_grad():
+                wrong = (output.logits.argmax(1) != y).sum().item()
+            sums += torch.tensor([loss.item() * x.shape[0], wrong, x.shape[0]], dtype=torch.float64)
+            elapsed = time.perf_counter() - seg_start
+            ips = (step - seg_step0) * batch * ctx.world_size / max(elapsed, 1e-9)
+            eta = (total_steps - step) * batch * ctx.world_size / max(ips, 1e-9)
+            progress.update(
+                step,
+                epoch,
+                config.optim.epochs,
+                sums[0].item() / sums[2].item(),
+                sums[1].item() / sums[2].item(),
+                ips,
+                eta,
+            )
+        sums = distributed.all_reduce_sum(sums, ctx)
+        record = _epoch_record(epoch, step, sums, optimizer, time.perf_counter() - epoch_start, ctx)
+        if ctx.is_main and len(val_idx):
+            val, _ = evaluate_arrays(
+                model,
+                split.images[val_idx],
+                split.labels[val_idx],
+                scale=config.data.perturbation_scale,
+                translation_scale=config.data.translation_scale,
+                seed=config.run.eval_seed,
+                device=device,
+                test_set="validation",
+            )
+            record["val_error_clean"] = val.error_clean
+            record["val_error_perturbed"] = val.error_perturbed
+        record["elapsed_s"] = prior_wall + time.perf_counter() - start_wall
+        history.append(record)
+        if ctx.is_main:
+            progress.close()
+            _write_metrics(out, record)
+            log(_format_record(record), ctx)
+            save_checkpoint(
+                out / "checkpoint.pt",
+                model,
+                train_config=config.to_dict(),
+                extra=_train_state(
+                    epoch + 1, step, history, optimizer, scheduler, pert_gen, record["elapsed_s"]
+                ),
+            )
+        distributed.barrier(ctx)
+    progress.close()
+
+    wall = prior_wall + time.perf_counter() - start_wall
+    model_path = out / "model.pt"
+    result = TrainResult(out, model_path, history, step, wall, model=model)
+    if ctx.is_main:
+        save_checkpoint(
+            model_path,
+            model,
+            train_config=config.to_dict(),
+            extra={
+                "epoch": len(history),
+                "step": step,
+                "history": history,
+                "wall_time_s": wall,
+                "device": str(device),
+                "world_size": ctx.world_size,
+                "torch_version": str(torch.__version__),
+            },
+        )
+        log(f"wrote {model_path} ({_format_duration(wall)} wall time)", ctx)
+        if config.run.final_eval or config.run.plots:
+            result.eval = _finish(model, config, out, device, history, wall, split, val_idx)
+    distributed.barrier(ctx)
+    return result
+
+
+MAX_BAD_STEPS = 10
+"""Consecutive batches with a non-finite loss a single process skips before it stops with a TrainingError."""
+
+
+def _non_finite(loss: torch.Tensor, ctx: distributed.DistContext) -> bool:
+    """True when the loss is NaN/inf on this process (under DDP: on any process, so all ranks agree)."""
+    bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0])
+    return bool(distributed.all_reduce_sum(bad, ctx).item() > 0)
+
+
+def _epoch_record(
+    epoch: int,
+    step: int,
+    sums: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    seconds: float,
+    ctx: distributed.DistContext,
+) -> dict[str, Any]:
+    n = max(sums[2].item(), 1.0)
+    return {
+        "epoch": epoch + 1,
+        "step": step,
+        "train_loss": sums[0].item() / n,
+        "train_error": sums[1].item() / n,
+        "lr": optimizer.param_groups[0]["lr"],
+        "images": int(sums[2].item()),
+        "images_per_s": sums[2].item() / max(seconds, 1e-9),
+        "epoch_time_s": seconds,
+        "world_size": ctx.world_size,
+    }
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    parts = [
+        f"epoch {record['epoch']}",
+        f"train loss {record['train_loss']:.4f}",
+        f"train err {100 * record['train_error']:.2f}%",
+    ]
+    if "val_error_clean" in record:
+        parts.append(f"val err {100 * record['val_error_clean']:.2f}% clean")
+        parts.append(f"{100 * record['val_error_perturbed']:.2f}% perturbed")
+    parts.append(f"{record['images_per_s']:.0f} img/s")
+    return ", ".join(parts)
+
+
+def _train_state(
+    epoch: int,
+    step: int,
+    history: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    pert_gen: torch.Generator,
+    wall: float,
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "perturbation": pert_gen.get_state()},
+        "wall_time_s": wall,
+    }
+
+
+def _resume(
+    path: str,
+    model: TransformerClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    pert_gen: torch.Generator,
+    config: TrainConfig,
+) -> tuple[int, int, list[dict[str, Any]], float]:
+    payload = read_checkpoint(path)
+    for key in ("optimizer_state", "scheduler_state", "epoch", "step", "rng"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: not a resumable checkpoint (no {key!r}; use out/checkpoint.pt)")
+    stored = payload.get("train_config")
+    if stored is not None and config_from_dict(stored).model != config.model:
+        raise CheckpointError(f"{path}: its model config differs from this run's model config")
+    try:
+        model.load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        scheduler.load_state_dict(payload["scheduler_state"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        pert_gen.set_state(payload["rng"]["perturbation"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: cannot resume: {exc}") from None
+    return (
+        int(payload["epoch"]),
+        int(payload["step"]),
+        list(payload.get("history", [])),
+        float(payload.get("wall_time_s", 0.0)),
+    )
+
+
+def _finish(
+    model: TransformerClassifier,
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    history: list[dict[str, Any]],
+    wall: float,
+    split: Any,
+    val_idx: np.ndarray,
+) -> EvalResult | None:
+    """Final test evaluation (eval.json, a ``test`` record in metrics.jsonl) and the plots."""
+    result: EvalResult | None = None
+    arrays: EvalArrays | None = None
+    plot_images = split.images[val_idx] if len(val_idx) else split.images
+    if config.run.final_eval:
+        test = load_test_data(config)
+        plot_images = test.images
+        result, arrays = evaluate_arrays(
+            model,
+            test.images,
+            test.labels,
+            scale=config.data.perturbation_scale,
+            translation_scale=config.data.translation_scale,
+            seed=config.run.eval_seed,
+            device=device,
+            keep_crops=config.run.plots,
+            test_set=describe_test_set(test.source, len(test)),
+        )
+        result.checkpoint = str(out / "model.pt")
+        result.extra = {"training_wall_time_s": wall}
+        result.write_json(out / "eval.json")
+        _write_metrics(
+            out,
+            {
+                "test": True,
+                "test_error_clean": result.error_clean,
+                "test_error_perturbed": result.error_perturbed,
+                "num_images": result.num_images,
+                "inference_forward": result.inference_forward,
+            },
+        )
+        log(
+            f"test error {100 * result.error_clean:.3f}% clean, {100 * result.error_perturbed:.3f}% "
+            f"perturbed ({result.num_images} images, inference forward {result.inference_forward})",
+            distributed.DistContext(),
+        )
+    elif len(val_idx):
+        _, arrays = evaluate_arrays(
+            model,
+            split.images[val_idx],
+            split.labels[val_idx],
+            device=device,
+            keep_crops=True,
+            seed=config.run.eval_seed,
+        )
+    if config.run.plots:
+        try:
+            write_plots(out / "plots", history, arrays, config)
+            if model.config.has_transformer:
+                write_rotation_plot(out / "plots", model, plot_images, config, device)
+        except Exception as exc:  # plots are a by-product: never lose a finished run to them
+            log(f"warning: plots skipped: {type(exc).__name__}: {exc}", distributed.DistContext())
+    return result
+
+
+def write_plots(
+    folder: Path, history: list[dict[str, Any]], arrays: EvalArrays | None, config: TrainConfig
+) -> None:
+    """Training curves, and from an evaluation: class crops (mean/variance) and the confusion matrix."""
+    from training import plots
+    from training.data import load_class_names, resolve_data_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plots.plot_training_curves(history, folder / "training_curves.png")
+    if arrays is None:
+        return
+    names = load_class_names(resolve_data_dir(config.data.data_dir))
+    if arrays.crops_perturbed is not None:
+        plots.plot_class_crops(arrays.crops_perturbed, arrays.labels, names, folder / "class_crops.png")
+    plots.plot_confusion_matrix(arrays.labels, arrays.pred_clean, names, folder / "confusion_matrix.png")
+
+
+def write_rotation_plot(
+    folder: Path, model: TransformerClassifier, images: np.ndarray, config: TrainConfig, device: torch.device
+) -> Path:
+    """Finnveden et al.'s Figure 3 for this model: predicted against applied rotation (up to 1000 images)."""
+    from training import plots
+    from training.evaluate import rotation_study
+
+    applied, predicted = rotation_study(model, images[:1000], seed=config.run.eval_seed, device=device)
+    m = config.model
+    title = f"{m.model_type} / {m.arch} / {m.warp_type} / {m.sampler}: rotation undone by the transformer"
+    return plots.plot_angle_vs_rotation(applied, predicted, folder / "angle_vs_rotation.png", title)
+
+
+def main_entry(config: TrainConfig) -> int:
+    """Run training (``python -m training train``); returns the exit status."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    train(config)
+    return 0
