@@ -76,7 +76,7 @@ def offset_spread(
     )
 
 
-CPU_CHUNK_ELEMENTS = 2**16
+CPU_CHUNK_ELEMENTS = 2**17
 """On CPU the batch is processed in chunks of about this many output elements (N_chunk * C * H_out * W_out),
 so that the running sums stay in cache and the temporaries stay small; CUDA uses one chunk."""
 
