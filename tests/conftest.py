@@ -22,7 +22,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def gtsrb_dir() -> Path:
-    """The real GTSRB folder (../shared/data/gtsrb, or $GTSRB_DATA_DIR). Missing data is an error, not a skip."""
+    """The real GTSRB folder (../shared/data/gtsrb or $GTSRB_DATA_DIR); missing data fails, never skips."""
     path = _gtsrb_dir()
     if not (path / "gtsrb50_test_lossless.npz").is_file():
         pytest.fail(f"GTSRB data not found at {path} (set GTSRB_DATA_DIR)", pytrace=False)

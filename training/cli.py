@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--json", help="write the figures as JSON (export --metrics reads it)")
     p.add_argument("--no-per-class", action="store_true", help="overall figures only")
+    p.add_argument(
+        "--eval-forward",
+        choices=["bilinear", "expected"],
+        help="override the linearized sampler's inference forward (default: the checkpoint's)",
+    )
 
     p = sub.add_parser("export", help="write an ONNX model bundle (model.onnx + model.json)")
     _add_common(p)
@@ -94,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="GTSRB folder")
     p.add_argument("--limit", type=int, help="evaluate on the first N test images only (tests)")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--eval-forward",
+        choices=["bilinear", "expected"],
+        help="override the linearized sampler's inference forward (default: the checkpoint's)",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument(
         "--default", action="store_true", help="also mark this bundle as the default (DEFAULT file)"
@@ -167,6 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         threads=args.threads,
+        eval_forward=args.eval_forward,
     )
     print(f"checkpoint: {args.checkpoint}")
     print(format_result(result, load_class_names(root), per_class=not args.no_per_class))
@@ -194,6 +205,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         limit=args.limit,
         opset=args.opset,
+        eval_forward=args.eval_forward,
     )
     m = report.card["metrics"]
     print(

@@ -252,17 +252,20 @@ def evaluate_checkpoint(
     device: str = "cpu",
     cache_dir: str | Path | None = None,
     threads: int | None = None,
+    eval_forward: str | None = None,
 ) -> tuple[EvalResult, EvalArrays]:
     """Load a checkpoint and evaluate it on the GTSRB test set (the full lossless set unless ``limit``).
 
     The perturbation scales default to the ones the checkpoint was trained with (0.25 / 0.25 otherwise).
+    ``eval_forward`` overrides the linearized sampler's inference forward (see :func:`load_checkpoint`);
+    the result records the forward used.
     """
     from training.data import load_gtsrb, resolve_data_dir
     from training.models.checkpoint import load_checkpoint
 
     if threads is not None:
         torch.set_num_threads(threads)
-    loaded = load_checkpoint(checkpoint, map_location=device)
+    loaded = load_checkpoint(checkpoint, map_location=device, eval_forward=eval_forward)
     data_cfg = (loaded.train_config or {}).get("data", {})
     scale = float(data_cfg.get("perturbation_scale", 0.25)) if scale is None else scale
     translation_scale = (

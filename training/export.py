@@ -253,6 +253,7 @@ def export_bundle(
     parity_images: int = 8,
     opset: int = DEFAULT_OPSET,
     cache_dir: str | Path | None = None,
+    eval_forward: str | None = None,
 ) -> ExportReport:
     """Write ``out_dir/model.onnx`` and ``out_dir/model.json`` for a checkpoint.
 
@@ -268,6 +269,8 @@ def export_bundle(
         limit: evaluate on the first N test images only (tests; the card records ``num_images``).
         parity_images: real test images in the larger parity batch.
         opset: ONNX opset (>= 16 for GridSample).
+        eval_forward: override the linearized sampler's inference forward ("bilinear" or "expected"); the
+            metrics must have been measured with the same forward.
 
     Raises:
         ExportError: checker or parity failure, metrics from a different inference forward, bad arguments.
@@ -279,13 +282,15 @@ def export_bundle(
         raise ExportError(f"opset {opset} < 16: GridSample needs opset 16 or later")
     out = Path(out_dir)
     name = name or out.name
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_checkpoint(checkpoint, eval_forward=eval_forward)
     model = loaded.model.float().eval()
     root = resolve_data_dir(data_dir)
     class_names = load_class_names(root)
 
     if metrics is None:
-        result, _ = evaluate_checkpoint(checkpoint, data_dir=root, limit=limit, cache_dir=cache_dir)
+        result, _ = evaluate_checkpoint(
+            checkpoint, data_dir=root, limit=limit, cache_dir=cache_dir, eval_forward=eval_forward
+        )
     elif isinstance(metrics, EvalResult):
         result = metrics
     else:

@@ -79,3 +79,15 @@ def test_evaluate_checkpoint_and_json(gtsrb_dir: Path, tmp_path: Path) -> None:
     assert result.test_set == "GTSRB Final_Test, 32 images (gtsrb50_test_lossless.npz)"
     out = result.write_json(tmp_path / "eval.json")
     assert EvalResult(**json.loads(out.read_text())) == result
+
+
+def test_eval_forward_override_is_used_and_recorded(gtsrb_dir: Path, tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "model.pt", _model())
+    default, _ = evaluate_checkpoint(path, data_dir=gtsrb_dir, limit=16)
+    expected, arrays = evaluate_checkpoint(path, data_dir=gtsrb_dir, limit=16, eval_forward="expected")
+    bilinear, bilinear_arrays = evaluate_checkpoint(path, data_dir=gtsrb_dir, limit=16, eval_forward="bilinear")
+    assert default.inference_forward == "bilinear"
+    assert expected.inference_forward == "expected"
+    assert bilinear.inference_forward == "bilinear"
+    # The Gaussian-prefiltered forward samples other crops than exact bilinear, so the predicted warps differ.
+    assert not np.array_equal(arrays.warps_perturbed, bilinear_arrays.warps_perturbed)

@@ -91,8 +91,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, eval_forward: str | None = None
+) -> LoadedCheckpoint:
     """Rebuild the model a checkpoint describes, load its weights and put it in eval mode.
+
+    Args:
+        path: a ``model.pt`` or ``checkpoint.pt`` written by training.
+        map_location: device the weights are loaded onto.
+        eval_forward: override the linearized sampler's deterministic eval forward ("bilinear" or
+            "expected"); None keeps the one the checkpoint was trained with. Only inference changes: the
+            weights are the same, and evaluation and export record the forward they used.
 
     Raises:
         CheckpointError: missing or corrupt file, unknown format, or weights that do not fit the model config.
@@ -100,7 +109,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     payload = read_checkpoint(path, map_location)
     try:
-        config = ModelConfig.from_dict(dict(payload["model_config"]))
+        model_config = dict(payload["model_config"])
+        if eval_forward is not None:
+            model_config["eval_forward"] = eval_forward
+        config = ModelConfig.from_dict(model_config)
         model = build_model(config)
         model.load_state_dict(payload["model_state"])
     except (TrainingError, RuntimeError, TypeError, ValueError) as exc:
