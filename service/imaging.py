@@ -106,7 +106,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=list(PILLOW_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(f"image refused before decoding: {exc}", code="image_too_large") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's own text names the in-memory buffer's address: not for users.
+        formats = ", ".join(PILLOW_FORMATS)
+        raise InvalidImage(f"cannot identify the image: not a {formats} file") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         formats = ", ".join(PILLOW_FORMATS)
         raise InvalidImage(f"cannot identify the image (accepted formats: {formats}): {exc}") from exc
     with image:

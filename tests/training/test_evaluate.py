@@ -85,7 +85,9 @@ def test_eval_forward_override_is_used_and_recorded(gtsrb_dir: Path, tmp_path: P
     path = save_checkpoint(tmp_path / "model.pt", _model())
     default, _ = evaluate_checkpoint(path, data_dir=gtsrb_dir, limit=16)
     expected, arrays = evaluate_checkpoint(path, data_dir=gtsrb_dir, limit=16, eval_forward="expected")
-    bilinear, bilinear_arrays = evaluate_checkpoint(path, data_dir=gtsrb_dir, limit=16, eval_forward="bilinear")
+    bilinear, bilinear_arrays = evaluate_checkpoint(
+        path, data_dir=gtsrb_dir, limit=16, eval_forward="bilinear"
+    )
     assert default.inference_forward == "bilinear"
     assert expected.inference_forward == "expected"
     assert bilinear.inference_forward == "bilinear"
