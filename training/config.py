@@ -38,6 +38,10 @@ class DataConfig:
         cache_dir: where decoded arrays are cached as .npy (None = no cache).
         perturbation_scale: std of each canonical corner's own displacement (canonical units, 1 = 18 px).
         translation_scale: std of the displacement shared by the 4 corners (canonical units).
+        color_jitter: photometric augmentation (training/augment.py): std of each channel's log gain.
+        blur_prob: probability that a training image is Gaussian-blurred.
+        blur_max_sigma: largest blur sigma, in pixels of the 50x50 frame (at most 5/3).
+        noise_std: std of additive pixel noise, 0..255 units.
     """
 
     data_dir: str | None = None
@@ -49,6 +53,10 @@ class DataConfig:
     cache_dir: str | None = ".data/cache"
     perturbation_scale: float = 0.25
     translation_scale: float = 0.25
+    color_jitter: float = 0.0
+    blur_prob: float = 0.0
+    blur_max_sigma: float = 1.5
+    noise_std: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -63,6 +71,12 @@ class DataConfig:
                 raise ConfigError(f"data.{key} = {value!r}: expected compact, lossless or none")
         if self.perturbation_scale < 0 or self.translation_scale < 0:
             raise ConfigError("data.perturbation_scale and data.translation_scale must be >= 0")
+        if self.color_jitter < 0 or self.noise_std < 0:
+            raise ConfigError("data.color_jitter and data.noise_std must be >= 0")
+        if not 0.0 <= self.blur_prob <= 1.0:
+            raise ConfigError(f"data.blur_prob = {self.blur_prob}: expected 0 <= value <= 1")
+        if not 0.3 <= self.blur_max_sigma <= 5 / 3:
+            raise ConfigError(f"data.blur_max_sigma = {self.blur_max_sigma}: expected 0.3 <= value <= 5/3")
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,9 @@ class OptimConfig:
         batch_size: images per step (per process under DDP).
         label_smoothing: cross-entropy label smoothing.
         grad_clip: clip the gradient norm to this value (None = no clipping).
+        ema_decay: keep an exponential moving average of the weights (and BatchNorm statistics) with this
+            decay per step; the saved model, the validation and the test evaluation use the average
+            (None = off).
     """
 
     optimizer: str = "adam"
@@ -94,8 +111,11 @@ class OptimConfig:
     batch_size: int = 128
     label_smoothing: float = 0.0
     grad_clip: float | None = 5.0
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay = {self.ema_decay}: expected 0 < value < 1")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"optim.optimizer = {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import distributed, geometry
+from training import augment, distributed, geometry
 from training.config import TrainConfig, config_from_dict
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
@@ -282,12 +282,15 @@ def _train(
         total_steps = min(total_steps, config.run.max_steps)
     scheduler = build_scheduler(optimizer, config, total_steps, steps_per_epoch)
     pert_gen = torch.Generator().manual_seed(config.run.seed * 7919 + 17 + ctx.rank)
+    aug_gen = torch.Generator().manual_seed(config.run.seed * 104729 + 31 + ctx.rank)
+    photometric = photometric_spec(config)
+    ema = build_ema(model, config.optim.ema_decay)
 
     history: list[dict[str, Any]] = []
     start_epoch, step, prior_wall = 0, 0, 0.0
     if config.run.resume:
         start_epoch, step, history, prior_wall = _resume(
-            config.run.resume, model, optimizer, scheduler, pert_gen, config
+            config.run.resume, model, optimizer, scheduler, (pert_gen, aug_gen), config, ema
         )
         log(f"resumed from {config.run.resume} at epoch {start_epoch}, step {step}", ctx)
 
@@ -323,6 +326,7 @@ def _train(
                 break
             rows = torch.from_numpy(order[b * batch : (b + 1) * batch]).to(images.device)
             x = images[rows].to(device, non_blocking=True).float()
+            x = augment.photometric(x, photometric, aug_gen)
             y = labels[rows].to(device, non_blocking=True)
             init = geometry.perturbation_warps(
                 x.shape[0],
@@ -358,6 +362,8 @@ def _train(
             else:
                 optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             with torch.no_grad():
                 wrong = (output.logits.argmax(1) != y).sum().item()
@@ -378,7 +384,7 @@ def _train(
         record = _epoch_record(epoch, step, sums, optimizer, time.perf_counter() - epoch_start, ctx)
         if ctx.is_main and len(val_idx):
             val, _ = evaluate_arrays(
-                model,
+                averaged(model, ema),
                 split.images[val_idx],
                 split.labels[val_idx],
                 scale=config.data.perturbation_scale,
@@ -400,13 +406,22 @@ def _train(
                 model,
                 train_config=config.to_dict(),
                 extra=_train_state(
-                    epoch + 1, step, history, optimizer, scheduler, pert_gen, record["elapsed_s"]
+                    epoch + 1,
+                    step,
+                    history,
+                    optimizer,
+                    scheduler,
+                    (pert_gen, aug_gen),
+                    record["elapsed_s"],
+                    ema,
                 ),
             )
         distributed.barrier(ctx)
     progress.close()
 
     wall = prior_wall + time.perf_counter() - start_wall
+    if ema is not None:  # the saved, evaluated and exported model is the average
+        model.load_state_dict(averaged(model, ema).state_dict())
     model_path = out / "model.pt"
     result = TrainResult(out, model_path, history, step, wall, model=model)
     if ctx.is_main:
@@ -476,24 +491,61 @@ def _format_record(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def photometric_spec(config: TrainConfig) -> augment.PhotometricSpec:
+    """The photometric augmentation the data config asks for (all off by default)."""
+    data = config.data
+    return augment.PhotometricSpec(
+        color_jitter=data.color_jitter,
+        blur_prob=data.blur_prob,
+        blur_max_sigma=data.blur_max_sigma,
+        noise_std=data.noise_std,
+    )
+
+
+def build_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers (None when ``decay`` is None)."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def averaged(
+    model: TransformerClassifier, ema: torch.optim.swa_utils.AveragedModel | None
+) -> TransformerClassifier:
+    """The model to evaluate: the moving average when there is one, else ``model`` itself."""
+    if ema is None:
+        return model
+    return cast(TransformerClassifier, ema.module)
+
+
 def _train_state(
     epoch: int,
     step: int,
     history: list[dict[str, Any]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    pert_gen: torch.Generator,
+    generators: tuple[torch.Generator, torch.Generator],
     wall: float,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> dict[str, Any]:
-    return {
+    state = {
         "epoch": epoch,
         "step": step,
         "history": history,
         "optimizer_state": optimizer.state_dict(),
         "scheduler_state": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "perturbation": pert_gen.get_state()},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "perturbation": generators[0].get_state(),
+            "augment": generators[1].get_state(),
+        },
         "wall_time_s": wall,
     }
+    if ema is not None:
+        state["ema_state"] = ema.state_dict()
+    return state
 
 
 def _resume(
@@ -501,8 +553,9 @@ def _resume(
     model: TransformerClassifier,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    pert_gen: torch.Generator,
+    generators: tuple[torch.Generator, torch.Generator],
     config: TrainConfig,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> tuple[int, int, list[dict[str, Any]], float]:
     payload = read_checkpoint(path)
     for key in ("optimizer_state", "scheduler_state", "epoch", "step", "rng"):
@@ -516,7 +569,13 @@ def _resume(
         optimizer.load_state_dict(payload["optimizer_state"])
         scheduler.load_state_dict(payload["scheduler_state"])
         torch.set_rng_state(payload["rng"]["torch"])
-        pert_gen.set_state(payload["rng"]["perturbation"])
+        generators[0].set_state(payload["rng"]["perturbation"])
+        if "augment" in payload["rng"]:
+            generators[1].set_state(payload["rng"]["augment"])
+        if ema is not None:
+            if "ema_state" not in payload:
+                raise CheckpointError(f"{path}: was trained without optim.ema_decay; cannot resume with it")
+            ema.load_state_dict(payload["ema_state"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot resume: {exc}") from None
     return (

@@ -99,6 +99,39 @@ def test_resume_rejects_final_model_and_other_model(gtsrb_dir: Path, tmp_path: P
         train(other)
 
 
+def test_ema_and_augmentation_run_resume_and_save_the_average(gtsrb_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = _tiny(gtsrb_dir, out, max_steps=3, final_eval=False)
+    config = replace(
+        config,
+        data=replace(config.data, val_fraction=0.0, color_jitter=0.1, blur_prob=0.5, noise_std=2.0),
+        optim=replace(config.optim, ema_decay=0.5, epochs=2),
+    )
+    result = train(config)
+    assert result.model is not None
+    raw = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    saved = load_checkpoint(out / "model.pt").model.state_dict()
+    ema_params = {
+        k.removeprefix("module."): v for k, v in raw["ema_state"].items() if k.startswith("module.")
+    }
+    # model.pt holds the moving average, not the last step's raw weights
+    assert all(torch.equal(saved[k], ema_params[k]) for k in saved)
+    assert any(
+        not torch.equal(saved[k], raw["model_state"][k]) for k in saved if saved[k].is_floating_point()
+    )
+    resumed = replace(config, run=replace(config.run, resume=str(out / "checkpoint.pt"), max_steps=6))
+    assert train(resumed).steps == 6
+    without_ema = replace(resumed, optim=replace(config.optim, ema_decay=None))
+    train(without_ema)  # a checkpoint with an average resumes without one (the average is dropped)
+    no_ema_out = tmp_path / "plain"
+    plain = replace(
+        config, optim=replace(config.optim, ema_decay=None), run=replace(config.run, out=str(no_ema_out))
+    )
+    train(plain)
+    with pytest.raises(CheckpointError, match=r"without optim\.ema_decay"):
+        train(replace(config, run=replace(config.run, resume=str(no_ema_out / "checkpoint.pt"))))
+
+
 def test_missing_data_dir_is_a_data_error(tmp_path: Path) -> None:
     config = _tiny(tmp_path / "nowhere", tmp_path / "run")
     with pytest.raises(DataError, match="nowhere"):
@@ -137,6 +170,10 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
         ("optim.epochs=1.5", "expected an integer"),
         ("run.amp=maybe", "expected true or false"),
         ("optim.lr=-1", "optim.lr = -1.0: expected > 0"),
+        ("optim.ema_decay=1", "optim.ema_decay = 1.0: expected 0 < value < 1"),
+        ("data.blur_prob=2", "data.blur_prob = 2.0"),
+        ("data.blur_max_sigma=3", "data.blur_max_sigma = 3.0"),
+        ("data.noise_std=-1", "data.color_jitter and data.noise_std must be >= 0"),
         ('model.model_type="vit"', "model.model_type = 'vit'"),
         ('optim.optimizer="lbfgs"', "optim.optimizer"),
         ("data.val_fraction=1.0", "data.val_fraction"),
