@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import struct
 from typing import Final
 
 import numpy as np
@@ -102,16 +103,17 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """
     if not data:
         raise InvalidImage("the image is empty (0 bytes)", code="empty_image")
+    formats = ", ".join(PILLOW_FORMATS)
     try:
         image = Image.open(io.BytesIO(data), formats=list(PILLOW_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(f"image refused before decoding: {exc}", code="image_too_large") from exc
     except UnidentifiedImageError as exc:
         # Pillow's own text names the in-memory buffer's address: not for users.
-        formats = ", ".join(PILLOW_FORMATS)
         raise InvalidImage(f"cannot identify the image: not a {formats} file") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        formats = ", ".join(PILLOW_FORMATS)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a parser failure on untrusted bytes: see _decoder_error
         raise InvalidImage(f"cannot identify the image (accepted formats: {formats}): {exc}") from exc
     with image:
         width, height = image.size
@@ -125,8 +127,10 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
             )
         try:
             frames = int(getattr(image, "n_frames", 1))
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InvalidImage(f"cannot read the image's frames: {exc}", code="truncated_image") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # e.g. IndexError from Pillow's GIF reader on a cut frame header
+            raise _decoder_error("cannot read the image's frames", exc) from exc
         if frames > 1:
             raise InvalidImage(
                 f"animated or multi-frame images are not accepted ({image.format}, {frames} frames); "
@@ -135,21 +139,41 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
             )
         try:
             image.load()
-        except OSError as exc:
-            code = "truncated_image" if "truncated" in str(exc).lower() else "invalid_image"
-            raise InvalidImage(f"cannot decode the {image.format} image: {exc}", code=code) from exc
-        except (SyntaxError, ValueError, EOFError, IndexError) as exc:
-            raise InvalidImage(f"cannot decode the {image.format} image: {exc}") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise _decoder_error(f"cannot decode the {image.format} image", exc) from exc
         oriented = _exif_transpose(image)
         return to_rgb(oriented)
 
 
+def _decoder_error(what: str, exc: Exception) -> InvalidImage:
+    """The 422 for an exception that a Pillow decoder raised on an upload: truncated_image or invalid_image.
+
+    Pillow's decoders parse untrusted bytes and fail in many ways besides ``OSError``: ``IndexError`` and
+    ``struct.error`` on data that ends early, ``SyntaxError``, ``ValueError``, ``KeyError``, ``TypeError``,
+    and warnings (``UserWarning("Corrupt EXIF data")``, ``"Invalid APNG"``) that are raised as exceptions
+    where warnings are errors (``python -W error``, the test suite). Each one means that the upload is not
+    a usable image: a client error (422), never a 500 (tests/fuzz feeds the decoders truncated, bit-flipped
+    and forged files). ``MemoryError`` is not caught: it is the server's problem.
+    """
+    message = str(exc) or type(exc).__name__
+    ended_early = isinstance(exc, EOFError | IndexError | struct.error) or "truncated" in message.lower()
+    return InvalidImage(f"{what}: {message}", code="truncated_image" if ended_early else "invalid_image")
+
+
 def _exif_transpose(image: Image.Image) -> Image.Image:
-    """Apply the EXIF Orientation tag (a copy); an unreadable EXIF block leaves the image as stored."""
+    """Apply the EXIF Orientation tag (a copy); an unreadable EXIF block leaves the image as stored.
+
+    The EXIF block is untrusted metadata parsed by Pillow's TIFF reader, which fails on corrupt blocks in
+    many ways: ``struct.error`` on a short header, ``UserWarning("Corrupt EXIF data ...")`` raised as an
+    exception where warnings are errors (``python -W error``, the test suite), ``KeyError``, ``TypeError``...
+    (found by tests/fuzz). The orientation is optional, so any such failure means "no usable orientation".
+    """
     try:
         oriented = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring unreadable EXIF data: %s", exc)
+    except Exception as exc:  # any failure of the metadata parser: see the docstring
+        log.warning("ignoring unreadable EXIF data: %s: %s", type(exc).__name__, exc)
         return image.copy()
     return oriented if oriented is not None else image
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -109,11 +110,12 @@ BatchRunner = Callable[[FloatArray], tuple[FloatArray, FloatArray, FloatArray]]
 """Runs one (N, 3, H, W) batch; the batcher calls it in the executor thread."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes a cancelled item by identity
 class _Item:
     image: FloatArray
     future: asyncio.Future[ImageOutputs]
     enqueued: float
+    queued: bool = True
 
 
 class BatchObserver:
@@ -124,6 +126,9 @@ class BatchObserver:
 
     def batch(self, size: int, inference_seconds: float, queue_seconds: list[float]) -> None:
         """One onnxruntime call finished: its size, duration and each image's time in the queue."""
+
+    def dropped(self, count: int) -> None:
+        """``count`` queued images left the queue unrun: their request ended (client gone, timed out)."""
 
 
 class DynamicBatcher:
@@ -188,37 +193,65 @@ class DynamicBatcher:
             for i in range(self._workers)
         ]
 
-    def submit(self, images: list[FloatArray]) -> list[asyncio.Future[ImageOutputs]]:
-        """Queue (3, H, W) float32 images; all are accepted or none (no await between check and append).
+    def check_room(self, count: int = 1) -> None:
+        """Check that ``count`` more images would be accepted now (requests call it before reading a body).
 
         Raises:
-            Overloaded: the queue has room for fewer than ``len(images)`` more images.
+            Overloaded: the queue has room for fewer than ``count`` more images.
             NotReady: the batcher is closing or not started.
         """
         if self._closing or self._wakeup is None:
             raise NotReady(f"model {self.name!r} is being unloaded; retry", headers={"Retry-After": "1"})
-        if len(self._queue) + len(images) > self._queue_size:
+        if len(self._queue) + count > self._queue_size:
             raise Overloaded(
                 f"model {self.name!r} is overloaded: {len(self._queue)} images queued, "
                 f"limit {self._queue_size}",
                 headers={"Retry-After": str(self._retry_after_s)},
             )
+
+    def submit(self, images: list[FloatArray]) -> list[asyncio.Future[ImageOutputs]]:
+        """Queue (3, H, W) float32 images; all are accepted or none (no await between check and append).
+
+        Cancelling a returned future (the request ended: its client disconnected, or it timed out) removes its
+        image from the queue at once, so it never runs and frees its place.
+
+        Raises:
+            Overloaded: the queue has room for fewer than ``len(images)`` more images.
+            NotReady: the batcher is closing or not started.
+        """
+        self.check_room(len(images))
+        wakeup = self._wakeup
+        if wakeup is None:  # check_room raised already; this narrows the type
+            raise RuntimeError("batcher not started")
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         futures: list[asyncio.Future[ImageOutputs]] = []
         for image in images:
             future: asyncio.Future[ImageOutputs] = loop.create_future()
-            self._queue.append(_Item(image=image, future=future, enqueued=now))
+            item = _Item(image=image, future=future, enqueued=now)
+            future.add_done_callback(functools.partial(self._discard, item))
+            self._queue.append(item)
             futures.append(future)
         self._observer.queue_depth(len(self._queue))
-        self._wakeup.set()
+        wakeup.set()
         return futures
+
+    def _discard(self, item: _Item, future: asyncio.Future[ImageOutputs]) -> None:
+        """Done callback of a queued image's future: a cancelled image still in the queue leaves it."""
+        if future.cancelled() and item.queued:
+            item.queued = False
+            self._queue.remove(item)
+            self._observer.queue_depth(len(self._queue))
+            self._observer.dropped(1)
 
     def _take(self, batch: list[_Item]) -> None:
         while self._queue and len(batch) < self._max_batch_size:
             item = self._queue.popleft()
-            if not item.future.done():  # skip requests that timed out or were cancelled while queued
+            item.queued = False
+            if not item.future.done():
                 batch.append(item)
+            elif item.future.cancelled():  # its request ended before the done callback ran
+                self._observer.dropped(1)
 
     async def _gather(self, batch: list[_Item]) -> None:
         """Wait for a first image, then for up to max_delay_s more until ``batch`` is full (filled in place;
@@ -310,6 +343,7 @@ class DynamicBatcher:
         if self._queue:  # left over after the drain timeout
             while self._queue:
                 item = self._queue.popleft()
+                item.queued = False
                 if not item.future.done():
                     item.future.set_exception(
                         NotReady(f"model {self.name!r} was unloaded before this image ran")

@@ -64,6 +64,11 @@ class ServiceMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(f"{p}_requests_in_flight", "HTTP requests being handled", registry=registry)
+        self.client_disconnects = Counter(
+            f"{p}_client_disconnects",
+            "Requests whose client closed the connection before the response (their work is cancelled)",
+            registry=registry,
+        )
         self.rejections = Counter(
             f"{p}_rejections", "Requests refused, by reason (the error code)", ("reason",), registry=registry
         )
@@ -100,6 +105,12 @@ class ServiceMetrics:
         )
         self.batch_size = Histogram(
             f"{p}_batch_size", "Images per onnxruntime call", model, buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.images_dropped = Counter(
+            f"{p}_images_dropped",
+            "Queued images removed before inference because their request ended (client gone, timeout)",
+            model,
+            registry=registry,
         )
         self.queue_depth = Gauge(
             f"{p}_queue_depth", "Images waiting in the batch queue", model, registry=registry
@@ -159,6 +170,7 @@ class ServiceMetrics:
             self.inference_duration,
             self.encode_duration,
             self.batch_size,
+            self.images_dropped,
             self.queue_depth,
             self.confidence,
             self.transform_scale,
@@ -209,6 +221,7 @@ class _MetricsObserver(BatchObserver):
         self._batch = metrics.batch_size.labels(name, version)
         self._inference = metrics.inference_duration.labels(name, version)
         self._queue = metrics.queue_duration.labels(name, version)
+        self._dropped = metrics.images_dropped.labels(name, version)
 
     def queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
@@ -218,3 +231,6 @@ class _MetricsObserver(BatchObserver):
         self._inference.observe(inference_seconds)
         for wait in queue_seconds:
             self._queue.observe(wait)
+
+    def dropped(self, count: int) -> None:
+        self._dropped.inc(count)

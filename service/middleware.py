@@ -1,7 +1,10 @@
-"""One pure-ASGI middleware for every HTTP request: request id, body-size limit, metrics, access log."""
+"""One pure-ASGI middleware for every HTTP request: request id, body-size limit, client disconnects, metrics,
+access log."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -10,6 +13,7 @@ import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import request_id_var
@@ -20,6 +24,8 @@ log = logging.getLogger("service.access")
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 UNMATCHED_ROUTE = "unmatched"
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded (metrics, access log) for a request whose client left before the response (nginx's)."""
 
 
 def route_label(scope: Scope) -> str:
@@ -59,9 +65,17 @@ async def send_internal_error(scope: Scope, send: Send, request_id: str) -> None
 
 class RequestMiddleware:
     """Per request: take or make an ``X-Request-ID`` (echoed in the response), refuse bodies over
-    ``max_body_bytes`` (413, also for chunked bodies without Content-Length), count requests by route and
-    status, time them, track requests in flight, write one access-log line, and turn an unexpected exception
-    into a JSON 500 carrying the request id (logged with its traceback)."""
+    ``max_body_bytes`` (413, also for chunked bodies without Content-Length), cancel the request when its
+    client disconnects before the response, count requests by route and status, time them, track requests in
+    flight, write one access-log line, and turn an unexpected exception into a JSON 500 carrying the request
+    id (logged with its traceback).
+
+    Disconnects: once the app has read the whole body, a watcher task waits for the server's
+    ``http.disconnect``; if it comes before the response started, the request's task is cancelled, so its
+    images leave the batch queue (:meth:`service.inference.DynamicBatcher.submit`) instead of running for
+    nobody. Such a request, and one whose client left while its body was being read, is recorded with status
+    499 and counted in ``client_disconnects``.
+    """
 
     def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, max_body_bytes: int):
         self.app = app
@@ -84,8 +98,12 @@ class RequestMiddleware:
         declared = headers.get("content-length", "")
         too_large_declared = declared.isdigit() and int(declared) > limit
 
+        status_sent = False
+        client_gone = False
+        body_read = asyncio.Event()
+
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, client_gone
             if too_large_declared:
                 raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
             message = await receive()
@@ -93,9 +111,23 @@ class RequestMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+                if not message.get("more_body", False):
+                    body_read.set()
+            elif message["type"] == "http.disconnect" and not status_sent:
+                client_gone = True
             return message
 
-        status_sent = False
+        task = asyncio.current_task()
+
+        async def cancel_on_disconnect() -> None:
+            """After the body: wait for the client to go away; cancel the request if no response started."""
+            nonlocal client_gone
+            await body_read.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not status_sent and task is not None:
+                client_gone = True
+                task.cancel()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, status_sent
@@ -108,15 +140,27 @@ class RequestMiddleware:
             await send(message)
 
         self.metrics.in_flight.inc()
+        watcher = asyncio.create_task(cancel_on_disconnect(), name=f"disconnect-{request_id}")
         try:
             try:
                 await self.app(scope, limited_receive, send_with_id)
+            except asyncio.CancelledError:
+                if not client_gone or task is None or task.uncancel() > 0:
+                    raise  # cancelled by the server (e.g. shutdown past its timeout), not by the disconnect
+            except ClientDisconnect:
+                client_gone = True  # while the body was being read
             except Exception:
                 log.exception("unhandled error in %s %s", scope.get("method", ""), scope.get("path", ""))
                 if status_sent:
                     raise  # the response started: nothing sensible can be sent any more
                 await send_internal_error(scope, send_with_id, request_id)
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if client_gone:
+                status = CLIENT_CLOSED_REQUEST
+                self.metrics.client_disconnects.inc()
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
             route = route_label(scope)

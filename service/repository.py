@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from service.bundles import Bundle, ModelCard, check_name, discover, load_bundle, resolve_default
-from service.errors import BundleError, ModelNotFound, NotReady
+from service.errors import BundleError, ModelNotFound, NotReady, Overloaded
 from service.inference import DynamicBatcher, create_session, run_batch
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -28,25 +28,67 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class RequestLimiter:
+    """Admission of classify and infer requests: at most ``limit`` in progress at once, across all models.
+
+    A request in progress holds its body, its decoded images and their network inputs, so this bounds the
+    memory that concurrent clients can pin, whatever their number.
+    """
+
+    def __init__(self, limit: int, retry_after_s: int = 1):
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.in_progress = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Count a request in progress for the duration of the block.
+
+        Raises:
+            Overloaded: ``limit`` requests are already in progress (503 + Retry-After).
+        """
+        if self.in_progress >= self.limit:
+            raise Overloaded(
+                f"the service is overloaded: {self.in_progress} requests in progress, limit {self.limit}",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        self.in_progress += 1
+        try:
+            yield
+        finally:
+            self.in_progress -= 1
+
+
 @dataclass
 class LoadedModel:
-    """One served model version: the validated bundle, its batcher, and how many requests are using it."""
+    """One served model version: the validated bundle, its batcher, the service's request limiter, and how
+    many requests are using this version."""
 
     bundle: Bundle
     batcher: DynamicBatcher
     info: dict[str, str]
+    limiter: RequestLimiter
     active_requests: int = 0
 
     @contextlib.contextmanager
     def use(self) -> Iterator[LoadedModel]:
-        """Hold this version for the duration of a request: a hot reload retires it only once no request holds
-        it, so requests in flight finish on the version they started with. Enter it right after
-        :meth:`ModelRepository.get`, with no ``await`` in between."""
-        self.active_requests += 1
-        try:
-            yield self
-        finally:
-            self.active_requests -= 1
+        """Admit a request and hold this version for its duration: a hot reload retires it only once no
+        request holds it, so requests in flight finish on the version they started with. Enter it right after
+        :meth:`ModelRepository.get`, with no ``await`` in between, and before reading the request body: a
+        refused request's body is never read nor decoded.
+
+        Raises:
+            Overloaded: this version's queue is full, or ``SERVICE_MAX_CONCURRENT_REQUESTS`` requests are in
+                progress (503 + Retry-After).
+            NotReady: this version's batcher is closed (shutting down).
+        """
+        self.batcher.check_room(1)
+        with self.limiter.admit():
+            self.active_requests += 1
+            try:
+                yield self
+            finally:
+                self.active_requests -= 1
 
     @property
     def name(self) -> str:
@@ -96,6 +138,7 @@ class ModelRepository:
         self._models: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self.limiter = RequestLimiter(settings.max_concurrent_requests, settings.retry_after_s)
         self.closed = False
 
     def names(self) -> list[str]:
@@ -175,7 +218,7 @@ class ModelRepository:
                 name=name,
             )
             batcher.start()
-            model = LoadedModel(bundle=bundle, batcher=batcher, info=self._info(bundle))
+            model = LoadedModel(bundle=bundle, batcher=batcher, info=self._info(bundle), limiter=self.limiter)
             previous = self._models.get(name)
             self._models[name] = model  # the atomic swap: one dictionary assignment on the event loop
             self.metrics.model_reloads.labels(name, "success").inc()

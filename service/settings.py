@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         default=256, ge=1, description="images waiting per model before 503 + Retry-After"
     )
+    max_concurrent_requests: int = Field(
+        default=128,
+        ge=1,
+        description="classify/infer requests in progress at once (all models); more get 503 + Retry-After",
+    )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After value sent with 503 responses")
     request_timeout_s: float = Field(
         default=30.0, gt=0.0, description="per-request limit from body read to response (504 past it)"

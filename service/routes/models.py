@@ -69,7 +69,12 @@ async def list_models(repository: RepositoryDep) -> ModelList:
     description="Classes, input size, sampler, warp type, test errors, sha256 of the served ONNX file, "
     "training facts and load facts.",
     response_model=ModelCardResponse,
-    responses={404: {"model": ErrorResponse, "description": "unknown model (model_not_found)"}},
+    responses={
+        404: {"model": ErrorResponse, "description": "unknown model (model_not_found)"},
+        # Declared so that FastAPI does not document its default 422 body ({"detail": [...]}), which this
+        # service never sends: its validation errors use the service's error body.
+        422: {"model": ErrorResponse, "description": "invalid request (invalid_request)"},
+    },
 )
 async def get_model(
     name: Annotated[str, Path(description="model name", examples=["stn-linearized"])],

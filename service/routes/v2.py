@@ -36,8 +36,42 @@ ModelName = Annotated[str, Path(description="model name", examples=["stn-lineari
 V2_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": V2Error, "description": "bad request (shape, datatype, data)"},
     404: {"model": V2Error, "description": "unknown model"},
-    503: {"model": V2Error, "description": "queue full (Retry-After) or not ready"},
+    503: {"model": V2Error, "description": "not ready"},
 }
+V2_INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **V2_ERRORS,
+    413: {"model": V2Error, "description": "request body over SERVICE_MAX_BODY_BYTES"},
+    503: {
+        "model": V2Error,
+        "description": "queue full or too many requests in progress (with Retry-After), or not ready",
+    },
+    504: {"model": V2Error, "description": "not done within SERVICE_REQUEST_TIMEOUT_S"},
+    "4XX": {"model": V2Error, "description": "any other client error"},
+}
+
+
+_FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fp32_data(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The request's data (flat or nested JSON numbers) as a float32 array, checked to be FP32 values.
+
+    The conversion goes through float64 so that a value beyond the FP32 range is refused with a reason
+    rather than overflowing to infinity in the cast; a JSON integer too large even for float64 (Python
+    parses any number of digits) raises OverflowError, also refused.
+
+    Raises:
+        InvalidRequest: ragged or non-numeric data, or a value that is not finite or beyond FP32's range.
+    """
+    try:
+        wide = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest(f"input data is not a regular array of numbers: {exc}") from exc
+    if not np.all(np.isfinite(wide)):
+        raise InvalidRequest("input data must be finite")
+    if wide.size and float(np.max(np.abs(wide))) > _FP32_MAX:
+        raise InvalidRequest(f"input data holds a value beyond the FP32 range (|x| > {_FP32_MAX:.6g})")
+    return wide.astype(np.float32)
 
 
 def _dims(shape: list[int | None]) -> list[int]:
@@ -97,7 +131,7 @@ async def model_ready(name: ModelName, repository: RepositoryDep) -> V2ModelRead
     "row-major (flat or nested). Returns the requested outputs (default: logits, warp, crop) as flat FP32 "
     "data. The images join the model's dynamic batches like classify requests.",
     response_model=V2InferResponse,
-    responses=V2_ERRORS,
+    responses=V2_INFER_ERRORS,
 )
 async def infer(
     name: ModelName, body: V2InferRequest, repository: RepositoryDep, settings: SettingsDep
@@ -122,16 +156,11 @@ async def _infer(
         raise InvalidRequest(f"input shape must be [N, 3, {height}, {width}] with N >= 1, got {shape}")
     if shape[0] > settings.max_images_per_request:
         raise InvalidRequest(f"at most {settings.max_images_per_request} images per request, got {shape[0]}")
-    try:
-        data = np.asarray(tensor.data, dtype=np.float32)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"input data is not a regular array of numbers: {exc}") from exc
+    data = _fp32_data(tensor.data)
     if data.size != int(np.prod(shape)):
         raise InvalidRequest(
             f"input data holds {data.size} values, shape {shape} needs {int(np.prod(shape))}"
         )
-    if not np.all(np.isfinite(data)):
-        raise InvalidRequest("input data must be finite")
     images = data.reshape(shape)
     known = {card.outputs.logits.name, card.outputs.warp.name, card.outputs.crop.name}
     wanted = (

@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import ServerProcess, start_server
+from tests.e2e.load import LoadGenerator, access_log_statuses, classify_upload
 from tests.service.helpers import open_rgb
 
 pytestmark = pytest.mark.e2e
@@ -110,35 +112,72 @@ def test_structured_logs_carry_request_ids(server: ServerProcess) -> None:
     assert any(e["message"].startswith("service ready") for e in entries)
 
 
+#: A transport error is a clean refusal only for a request the server never started (see the shutdown test).
+REFUSED = {"ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}
+EXIT_BOUND_S = 10.0  # SIGTERM to exit, with SERVICE_SHUTDOWN_TIMEOUT_S at its default of 20 s
+
+
 def test_graceful_shutdown_finishes_in_flight_requests(
     e2e_repo: Path, gtsrb_dir: Path, tmp_path: Path
 ) -> None:
+    """SIGTERM while a 32-image request is in flight and three clients classify without pause: the big
+    request and every request the server started finish with 200; every other request is refused cleanly
+    (connection refused, or its idle keep-alive connection closed before the server read it, or 503), never a
+    500 and never left hanging; the process exits within EXIT_BOUND_S, after "shutdown complete"."""
     server = start_server(e2e_repo, tmp_path / "service.log", SERVICE_MAX_IMAGES_PER_REQUEST="32")
     try:
         paths = sorted((gtsrb_dir / "test_originals").glob("*.png"))[:32]
-        files = [("file", (p.name, p.read_bytes(), "image/png")) for p in paths]
-        box: dict[str, httpx.Response] = {}
+        big = httpx.Request(
+            "POST",
+            f"{server.url}/v1/classify?crop_size=512",
+            files=[("file", (p.name, p.read_bytes(), "image/png")) for p in paths],
+        )
+        body = big.read()
+        last_chunk_next = threading.Event()
+
+        def chunks() -> Iterator[bytes]:
+            """The body in pieces; the server cannot answer before the last, sent after the event."""
+            cut = len(body) - 4096
+            for start in range(0, cut, 4096):
+                yield body[start : min(start + 4096, cut)]
+            last_chunk_next.set()
+            yield body[cut:]
+
+        box: dict[str, Any] = {}
 
         def big_request() -> None:
-            box["response"] = httpx.post(f"{server.url}/v1/classify?crop_size=512", files=files, timeout=60)
+            headers = {"content-type": big.headers["content-type"], "content-length": str(len(body))}
+            box["response"] = httpx.post(big.url, content=chunks(), headers=headers, timeout=60)
+            box["finished"] = time.monotonic()
 
         thread = threading.Thread(target=big_request)
-        thread.start()
-        deadline = time.monotonic() + 10
-        seen = False
-        while time.monotonic() < deadline and thread.is_alive():
-            text = httpx.get(f"{server.url}/metrics", timeout=5).text
-            line = next(x for x in text.splitlines() if x.startswith("stn_requests_in_flight "))
-            if float(line.split()[1]) >= 2:  # this scrape and the big request
-                seen = True
-                break
-            time.sleep(0.005)
-        code = server.stop()
-        thread.join(60)
+        with LoadGenerator(server.url, classify_upload(paths[0].read_bytes()), clients=3) as load:
+            load.wait_for(lambda o: o.status == 200, 3)
+            thread.start()
+            assert last_chunk_next.wait(30)
+            signalled = time.monotonic()
+            code = server.stop()  # SIGTERM, and wait for the exit
+            exited = time.monotonic()
+            thread.join(60)
+            outcomes = load.stop()
         assert code in (0, -signal.SIGTERM), server.log()  # uvicorn re-raises SIGTERM after its graceful exit
+        assert exited - signalled < EXIT_BOUND_S
         assert box["response"].status_code == 200 and len(box["response"].json()["results"]) == 32
-        assert seen, "the big request finished before SIGTERM: no in-flight request was drained"
+        assert box["finished"] > signalled  # it was in flight at the signal and drained
         messages = [json.loads(x)["message"] for x in server.log().splitlines() if x.startswith("{")]
         assert "shutdown complete" in messages
+        logged = access_log_statuses(server)  # what the server started and answered, by request id
+        for outcome in outcomes:
+            if outcome.status is None:
+                assert outcome.error in REFUSED, outcome  # a ReadTimeout is a hang
+                assert outcome.request_id not in logged, outcome  # it never started: nothing was lost
+            else:
+                assert outcome.status in (200, 503), outcome
+                assert logged[outcome.request_id] == outcome.status
+                if outcome.status == 503:
+                    assert "retry-after" in outcome.headers, outcome
+        assert all(status in (200, 503) for rid, status in logged.items() if rid.startswith("load-"))
+        refused_while_draining = [o for o in outcomes if o.status is None and signalled < o.started < exited]
+        assert refused_while_draining, "no request was refused between the signal and the exit"
     finally:
         server.stop()

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,45 @@ def build_repository(root: Path, classes: list[dict[str, Any]]) -> Path:
     build_bundle(root, "tiny-stn-b", classes, seed=1, version="0.0.2-test")
     (root / "DEFAULT").write_text("tiny-stn\n", encoding="utf-8")
     return root
+
+
+def set_version(folder: Path, version: str) -> None:
+    """Change the ``version`` of ``folder/model.json`` (what publishing a new model version does)."""
+    card = json.loads((folder / "model.json").read_text())
+    card["version"] = version
+    (folder / "model.json").write_text(json.dumps(card))
+
+
+BREAKAGES = ("bad_json", "missing_onnx", "corrupt_onnx", "sha256_mismatch", "wrong_output_shapes")
+
+
+def break_bundle(
+    folder: Path, how: str, scratch: Path | None = None, classes: list[dict[str, Any]] | None = None
+) -> None:
+    """Break the bundle in ``folder`` one of the :data:`BREAKAGES` ways.
+
+    Args:
+        scratch: a temporary folder, for ``wrong_output_shapes`` (which exports a 10-class graph there).
+        classes: the card's classes, for ``wrong_output_shapes``.
+    """
+    card_path, onnx_path = folder / "model.json", folder / "model.onnx"
+    card = json.loads(card_path.read_text())
+    if how == "bad_json":
+        card_path.write_text("{ this is not json")
+    elif how == "missing_onnx":
+        onnx_path.unlink()
+    elif how == "corrupt_onnx":
+        onnx_path.write_bytes(b"not an onnx model" * 100)
+        card["onnx"]["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        card_path.write_text(json.dumps(card))
+    elif how == "sha256_mismatch":
+        onnx_path.write_bytes(onnx_path.read_bytes() + b"\x00")
+    elif how == "wrong_output_shapes":
+        if scratch is None or classes is None:
+            raise ValueError("wrong_output_shapes needs a scratch folder and the classes")
+        other = build_bundle(scratch / "other", folder.name, classes, onnx_classes=10)
+        shutil.copy(other / "model.onnx", onnx_path)
+        card["onnx"]["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        card_path.write_text(json.dumps(card))
+    else:
+        raise ValueError(f"unknown breakage {how!r}; expected one of {BREAKAGES}")

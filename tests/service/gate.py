@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from tests.service.helpers import TestClient, app_state
 
 
@@ -42,15 +44,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 class Background:
-    """Run ``client.post(...)`` in a thread; ``result()`` joins and returns the response."""
+    """Run ``client.post(...)`` in a thread (a TestClient, or an httpx client of a real server); ``result()``
+    joins and returns the response."""
 
-    def __init__(self, client: TestClient, *args: Any, **kwargs: Any):
+    def __init__(self, client: httpx.Client, *args: Any, **kwargs: Any):
         self.response: Any = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(client, args, kwargs), daemon=True)
         self.thread.start()
 
-    def _run(self, client: TestClient, args: Any, kwargs: Any) -> None:
+    def _run(self, client: httpx.Client, args: Any, kwargs: Any) -> None:
         try:
             self.response = client.post(*args, **kwargs)
         except BaseException as exc:  # re-raised in the test thread

@@ -93,3 +93,48 @@ def registry_of(client: TestClient) -> CollectorRegistry:
     """The Prometheus registry of the app behind a TestClient."""
     registry: CollectorRegistry = app_state(client).metrics.registry
     return registry
+
+
+def call_asgi(
+    client: TestClient, path: str, headers: dict[str, str], messages: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """Send one POST straight into the app of a started TestClient, on its event loop, for what an HTTP client
+    cannot do (leave mid-upload) or see (whether the app read the body).
+
+    ``receive`` hands out ``messages`` one by one, then ``http.disconnect`` (what a server does once the
+    client is gone). Returns the messages the app sent and how many times it called ``receive``.
+    """
+    sent: list[dict[str, Any]] = []
+    pending = list(messages)
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def run() -> None:
+        await client.app(scope, receive, send)
+
+    if client.portal is None:
+        raise RuntimeError("the TestClient is not started (use it as a context manager)")
+    client.portal.call(run)
+    return sent, calls

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.bundles import sha256_file
-from tests.service import bundle_factory
+from tests.service.bundle_factory import break_bundle, set_version
 from tests.service.conftest import ClientFactory
 from tests.service.gate import Background, install_gate, wait_until
 from tests.service.helpers import TestClient, app_state, encode, photo_like, registry_of, sample
@@ -23,12 +23,6 @@ KEY = {"X-API-Key": "test-key"}
 @pytest.fixture(scope="module")
 def png() -> bytes:
     return encode(photo_like(60, 60, seed=5))
-
-
-def set_version(folder: Path, version: str) -> None:
-    card = json.loads((folder / "model.json").read_text())
-    card["version"] = version
-    (folder / "model.json").write_text(json.dumps(card))
 
 
 def registry(client: TestClient) -> Any:
@@ -122,26 +116,6 @@ def test_in_flight_requests_finish_on_the_old_version(
     assert response.json()["results"][0]["version"] == old
 
 
-def _break(folder: Path, how: str, tmp_path: Path, classes: list[dict[str, Any]]) -> None:
-    card_path, onnx_path = folder / "model.json", folder / "model.onnx"
-    card = json.loads(card_path.read_text())
-    if how == "bad_json":
-        card_path.write_text("{ this is not json")
-    elif how == "missing_onnx":
-        onnx_path.unlink()
-    elif how == "corrupt_onnx":
-        onnx_path.write_bytes(b"not an onnx model" * 100)
-        card["onnx"]["sha256"] = sha256_file(onnx_path)
-        card_path.write_text(json.dumps(card))
-    elif how == "sha256_mismatch":
-        onnx_path.write_bytes(onnx_path.read_bytes() + b"\x00")
-    elif how == "wrong_output_shapes":
-        other = bundle_factory.build_bundle(tmp_path / "other", folder.name, classes, onnx_classes=10)
-        shutil.copy(other / "model.onnx", onnx_path)
-        card["onnx"]["sha256"] = sha256_file(onnx_path)
-        card_path.write_text(json.dumps(card))
-
-
 @pytest.mark.parametrize(
     ("how", "fragment"),
     [
@@ -164,7 +138,7 @@ def test_broken_bundle_is_refused_and_the_old_keeps_serving(
 ) -> None:
     client = client_factory(writable_repo)
     old = client.get(f"/v1/models/{default_name}").json()
-    _break(writable_repo / default_name, how, tmp_path, classes)
+    break_bundle(writable_repo / default_name, how, tmp_path, classes)
     response = client.post(f"/v1/models/{default_name}/reload", headers=KEY)
     assert response.status_code == 422, response.text
     error = response.json()["error"]

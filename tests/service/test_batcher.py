@@ -18,12 +18,16 @@ class Recorder(BatchObserver):
     def __init__(self) -> None:
         self.sizes: list[int] = []
         self.depths: list[int] = []
+        self.dropped_images = 0
 
     def queue_depth(self, depth: int) -> None:
         self.depths.append(depth)
 
     def batch(self, size: int, inference_seconds: float, queue_seconds: list[float]) -> None:
         self.sizes.append(size)
+
+    def dropped(self, count: int) -> None:
+        self.dropped_images += count
 
 
 def fake_runner(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,6 +168,43 @@ def test_cancelled_requests_are_skipped() -> None:
 
     run(main())
     assert seen == [1, 1]
+
+
+def test_cancelled_images_leave_the_queue_at_once() -> None:
+    """A request that ends (its client left, or it timed out) frees its places in the queue while inference is
+    still busy, and its images are counted as dropped, never run."""
+    release = threading.Event()
+    seen: list[float] = []
+
+    def blocked(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        release.wait(5)
+        seen.extend(float(v) for v in images.mean(axis=(1, 2, 3)))
+        return fake_runner(images)
+
+    async def main() -> Recorder:
+        batcher, recorder, executor = make(blocked, max_batch_size=1, max_delay_s=0.0, queue_size=3)
+        batcher.start()
+        first = batcher.submit([image(0.0)])
+        while batcher.depth:  # the first image is in the executor, blocked
+            await asyncio.sleep(0.001)
+        gone = batcher.submit([image(1.0), image(2.0)])
+        kept = batcher.submit([image(3.0)])
+        with pytest.raises(Overloaded):
+            batcher.submit([image(4.0)])
+        for future in gone:
+            future.cancel()
+        await asyncio.sleep(0)  # the futures' done callbacks run
+        assert batcher.depth == 1 and recorder.depths[-1] == 1
+        again = batcher.submit([image(5.0), image(6.0)])  # fits now, with inference still blocked
+        release.set()
+        await asyncio.gather(*first, *kept, *again)
+        await batcher.close()
+        executor.shutdown()
+        return recorder
+
+    recorder = run(main())
+    assert seen == [0.0, 3.0, 5.0, 6.0]
+    assert recorder.dropped_images == 2
 
 
 def test_close_drains_accepted_work_then_refuses() -> None:
