@@ -1,8 +1,10 @@
 """onnxruntime sessions and the dynamic batcher.
 
 The batcher gathers single images submitted by concurrent requests for one model into one onnxruntime call of
-up to ``max_batch_size`` images, waiting at most ``max_delay_ms`` for more after the first. Its queue is
-bounded: a submission that does not fit raises :class:`~service.errors.Overloaded` at once (503 +
+up to ``max_batch_size`` images, waiting at most ``max_delay_ms`` for more after the first. With the adaptive
+wait (the service's default) it waits only while some admitted request (a :class:`Reservation`) has yet to
+queue its images: a lone request runs at once, and under load the batches fill while the previous one runs.
+Its queue is bounded: a submission that does not fit raises :class:`~service.errors.Overloaded` at once (503 +
 Retry-After). onnxruntime runs in a bounded thread-pool executor, never on the event loop.
 """
 
@@ -14,7 +16,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +133,30 @@ class BatchObserver:
         """``count`` queued images left the queue unrun: their request ended (client gone, timed out)."""
 
 
+class Reservation:
+    """A request admitted to a batcher that will queue its images soon (after reading and decoding them).
+
+    Obtained from :meth:`DynamicBatcher.reserve`; :meth:`submit` queues the images. While a reservation is
+    open and has not submitted, a batcher with the adaptive wait holds a partial batch (up to ``max_delay``)
+    for it.
+    """
+
+    def __init__(self, batcher: DynamicBatcher):
+        self.batcher = batcher
+        self.submitted = False
+
+    def submit(self, images: list[FloatArray]) -> list[asyncio.Future[ImageOutputs]]:
+        """:meth:`DynamicBatcher.submit`, ending this reservation's claim on the batch wait."""
+        futures = self.batcher.submit(images)
+        self._release()
+        return futures
+
+    def _release(self) -> None:
+        if not self.submitted:
+            self.submitted = True
+            self.batcher._reserved -= 1
+
+
 class DynamicBatcher:
     """Bounded queue + ``workers`` consumer tasks, each running one batch at a time in ``executor``.
 
@@ -150,6 +176,7 @@ class DynamicBatcher:
         retry_after_s: int = 1,
         observer: BatchObserver | None = None,
         name: str = "model",
+        adaptive_wait: bool = False,
     ):
         if max_batch_size < 1 or queue_size < 1 or workers < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size, queue_size and workers must be >= 1 and max_delay_s >= 0")
@@ -167,6 +194,8 @@ class DynamicBatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._held_batches = 0
         self._closing = False
+        self._adaptive_wait = adaptive_wait
+        self._reserved = 0  # open reservations that have not submitted yet
 
     @property
     def depth(self) -> int:
@@ -208,6 +237,30 @@ class DynamicBatcher:
                 f"limit {self._queue_size}",
                 headers={"Retry-After": str(self._retry_after_s)},
             )
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[Reservation]:
+        """Admit a request that will submit images soon, for the duration of the block.
+
+        With ``adaptive_wait``, a partial batch waits (up to ``max_delay_s``) only while some reservation has
+        yet to submit; without, reservations change nothing and every partial batch waits ``max_delay_s``.
+
+        Raises:
+            Overloaded: the queue is full now (checked before the request's body is read).
+            NotReady: the batcher is closing or not started.
+        """
+        self.check_room(1)
+        reservation = Reservation(self)
+        self._reserved += 1
+        try:
+            yield reservation
+        finally:
+            reservation._release()
+
+    @property
+    def reserved(self) -> int:
+        """Open reservations that have not submitted their images yet."""
+        return self._reserved
 
     def submit(self, images: list[FloatArray]) -> list[asyncio.Future[ImageOutputs]]:
         """Queue (3, H, W) float32 images; all are accepted or none (no await between check and append).
@@ -255,7 +308,8 @@ class DynamicBatcher:
 
     async def _gather(self, batch: list[_Item]) -> None:
         """Wait for a first image, then for up to max_delay_s more until ``batch`` is full (filled in place;
-        the batch counts as held from its first image on, so :meth:`close` waits for it)."""
+        the batch counts as held from its first image on, so :meth:`close` waits for it). With the adaptive
+        wait, the batch stops waiting as soon as the queue is empty and no reservation is left to submit."""
         wakeup = self._wakeup
         if wakeup is None:
             raise RuntimeError("batcher not started")
@@ -271,6 +325,8 @@ class DynamicBatcher:
             if remaining <= 0:
                 break
             if not self._queue:
+                if self._adaptive_wait and self._reserved == 0:
+                    break  # nobody else is about to submit: waiting would only add latency
                 wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=remaining)

@@ -21,7 +21,7 @@ from typing import Any
 
 from service.bundles import Bundle, ModelCard, check_name, discover, load_bundle, resolve_default
 from service.errors import BundleError, ModelNotFound, NotReady, Overloaded
-from service.inference import DynamicBatcher, create_session, run_batch
+from service.inference import DynamicBatcher, Reservation, create_session, run_batch
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -71,22 +71,25 @@ class LoadedModel:
     active_requests: int = 0
 
     @contextlib.contextmanager
-    def use(self) -> Iterator[LoadedModel]:
+    def use(self) -> Iterator[Reservation]:
         """Admit a request and hold this version for its duration: a hot reload retires it only once no
         request holds it, so requests in flight finish on the version they started with. Enter it right after
         :meth:`ModelRepository.get`, with no ``await`` in between, and before reading the request body: a
         refused request's body is never read nor decoded.
+
+        Yields:
+            The request's :class:`Reservation` on this version's batcher: submit the images through it, so
+            that the batcher's adaptive wait knows when no other request is about to submit.
 
         Raises:
             Overloaded: this version's queue is full, or ``SERVICE_MAX_CONCURRENT_REQUESTS`` requests are in
                 progress (503 + Retry-After).
             NotReady: this version's batcher is closed (shutting down).
         """
-        self.batcher.check_room(1)
-        with self.limiter.admit():
+        with self.batcher.reserve() as reservation, self.limiter.admit():
             self.active_requests += 1
             try:
-                yield self
+                yield reservation
             finally:
                 self.active_requests -= 1
 
@@ -216,6 +219,7 @@ class ModelRepository:
                 retry_after_s=self.settings.retry_after_s,
                 observer=self.metrics.observer(name, bundle.version),
                 name=name,
+                adaptive_wait=self.settings.batch_wait == "adaptive",
             )
             batcher.start()
             model = LoadedModel(bundle=bundle, batcher=batcher, info=self._info(bundle), limiter=self.limiter)

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="longest wait for more images before a batch runs"
     )
+    batch_wait: Literal["adaptive", "fixed"] = Field(
+        default="adaptive",
+        description="adaptive: a partial batch waits up to max_delay_ms only while other admitted requests "
+        "have yet to queue their images (a lone request runs at once); fixed: it always waits max_delay_ms",
+    )
     queue_size: int = Field(
         default=256, ge=1, description="images waiting per model before 503 + Retry-After"
     )
@@ -113,10 +118,21 @@ class Settings(BaseSettings):
         return value
 
     def resolved_intra_op_threads(self) -> int:
-        """onnxruntime intra-op threads per call: the setting, or CPU count / inference workers (>= 1)."""
+        """onnxruntime intra-op threads per call: the setting, or usable cores / inference workers (>= 1).
+
+        Usable cores are the process's CPU affinity (``taskset``, a container's cpuset), not every core of the
+        machine: threads beyond them only contend.
+        """
         if self.intra_op_threads > 0:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.inference_workers)
+        return max(1, usable_cpus() // self.inference_workers)
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on: its CPU affinity where the OS reports one, else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.deps import DecodeExecutorDep, MetricsDep, RepositoryDep, SettingsDep
 from service.errors import InvalidImage, InvalidRequest, RequestTimeout, UnsupportedMediaType
 from service.imaging import IMAGE_CONTENT_TYPES, check_image_content_type, media_type
+from service.inference import Reservation
 from service.metrics import ServiceMetrics
 from service.pipeline import DecodedImage, Upload, decode_step, postprocess_step
 from service.repository import LoadedModel
@@ -209,13 +210,16 @@ async def classify(
     The caller got ``model`` from the repository just before (no ``await`` in between); holding it with
     :meth:`LoadedModel.use` keeps a hot reload from retiring it while this request runs.
     """
-    with model.use():
-        return await _classify(request, model, settings, metrics, executor, top_k, crop, crop_size)
+    with model.use() as reservation:
+        return await _classify(
+            request, model, reservation, settings, metrics, executor, top_k, crop, crop_size
+        )
 
 
 async def _classify(
     request: Request,
     model: LoadedModel,
+    reservation: Reservation,
     settings: Settings,
     metrics: ServiceMetrics,
     executor: Any,
@@ -244,7 +248,7 @@ async def _classify(
             )
             for item in decoded:
                 metrics.decode_duration.labels(*labels).observe(item.decode_seconds)
-            futures = model.batcher.submit([item.tensor for item in decoded])
+            futures = reservation.submit([item.tensor for item in decoded])
             try:
                 outputs = await asyncio.gather(*futures)
             finally:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from service import __version__
 from service.deps import RepositoryDep, SettingsDep
 from service.errors import InvalidRequest, NotReady, RequestTimeout
+from service.inference import Reservation
 from service.repository import LoadedModel, ModelRepository
 from service.schemas import (
     V2Error,
@@ -137,12 +138,16 @@ async def infer(
     name: ModelName, body: V2InferRequest, repository: RepositoryDep, settings: SettingsDep
 ) -> JSONResponse:
     model = repository.get(name)
-    with model.use():  # a hot reload retires this version only after the request
-        return await _infer(model, body, repository, settings)
+    with model.use() as reservation:  # a hot reload retires this version only after the request
+        return await _infer(model, reservation, body, repository, settings)
 
 
 async def _infer(
-    model: LoadedModel, body: V2InferRequest, repository: ModelRepository, settings: Settings
+    model: LoadedModel,
+    reservation: Reservation,
+    body: V2InferRequest,
+    repository: ModelRepository,
+    settings: Settings,
 ) -> JSONResponse:
     card = model.card
     if len(body.inputs) != 1 or body.inputs[0].name != card.input.name:
@@ -175,7 +180,7 @@ async def _infer(
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise InvalidRequest(f"unknown output(s) {unknown}; the model has {sorted(known)}")
-    futures = model.batcher.submit(list(images))
+    futures = reservation.submit(list(images))
     try:
         async with asyncio.timeout(settings.request_timeout_s):
             results = await asyncio.gather(*futures)

@@ -229,3 +229,54 @@ def test_provider_selection() -> None:
     assert select_providers("cpu", both) == cpu
     with pytest.raises(ValueError, match="offers only"):
         select_providers("cuda", cpu)
+
+
+def test_adaptive_wait_runs_a_lone_request_at_once_and_waits_for_reserved_ones() -> None:
+    """With the adaptive wait, a partial batch waits only for reservations that have not submitted yet."""
+
+    async def main() -> tuple[list[int], list[int], int]:
+        # A 30 s max delay: a batch that waited for it would not finish before the 10 s timeout below.
+        batcher, recorder, executor = make(max_delay_s=30.0, adaptive_wait=True)
+        batcher.start()
+        with batcher.reserve() as lone:
+            assert batcher.reserved == 1
+            async with asyncio.timeout(10):
+                await asyncio.gather(*lone.submit([image(1.0)]))
+            assert batcher.reserved == 0
+        alone = list(recorder.sizes)
+        with batcher.reserve() as first, batcher.reserve() as second:
+            early = first.submit([image(2.0)])
+            await asyncio.sleep(0.05)  # the batch holds for ``second``, which has yet to submit
+            assert not any(f.done() for f in early)
+            late = second.submit([image(3.0), image(4.0)])
+            async with asyncio.timeout(10):
+                await asyncio.gather(*early, *late)
+        together = recorder.sizes[len(alone) :]
+        with batcher.reserve():
+            pass  # a reservation that never submits (e.g. its upload failed to decode) releases its claim
+        left = batcher.reserved
+        await batcher.close()
+        executor.shutdown()
+        return alone, together, left
+
+    alone, together, left = run(main())
+    assert alone == [1]
+    assert together == [3]
+    assert left == 0
+
+
+def test_fixed_wait_holds_a_partial_batch_for_max_delay() -> None:
+    """Without the adaptive wait, a lone image waits ``max_delay_s`` for company: a later one joins it."""
+
+    async def main() -> list[int]:
+        batcher, recorder, executor = make(max_delay_s=0.5)
+        batcher.start()
+        first = batcher.submit([image(1.0)])
+        await asyncio.sleep(0.05)
+        second = batcher.submit([image(2.0)])
+        await asyncio.gather(*first, *second)
+        await batcher.close()
+        executor.shutdown()
+        return recorder.sizes
+
+    assert run(main()) == [2]

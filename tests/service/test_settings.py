@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.__main__ import main, parse_args
-from service.settings import Settings, default_models_dir, get_settings
+from service.settings import Settings, default_models_dir, get_settings, usable_cpus
 
 
 def test_environment_variables_use_the_service_prefix(
@@ -101,3 +102,16 @@ def test_every_setting_is_documented(repo_root: Path) -> None:
     text = (repo_root / "docs" / "service.md").read_text(encoding="utf-8")
     table = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `SERVICE_")}
     assert table == {f"SERVICE_{name.upper()}" for name in Settings.model_fields}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this OS")
+def test_default_threads_follow_the_cpu_affinity() -> None:
+    """Pinned to one core (taskset, a cpuset), the default is one intra-op thread, not the machine's count."""
+    original = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(original)})
+        assert usable_cpus() == 1
+        assert Settings(_env_file=None).resolved_intra_op_threads() == 1  # type: ignore[call-arg]
+    finally:
+        os.sched_setaffinity(0, original)
+    assert usable_cpus() == len(original)
