@@ -55,8 +55,8 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     """Build the service. Models load in the lifespan (use ``TestClient`` as a context manager).
 
     Args:
-        settings: the settings; default: :func:`get_settings` (the environment). Passed settings also override
-            the ``get_settings`` dependency of every route.
+        settings: the settings; default: :func:`get_settings` (the environment). Routes read them from
+            ``app.state.settings`` (``service.deps.SettingsDep``).
         registry: the Prometheus registry to register metrics on; default: a fresh one per app.
     """
     settings = settings or get_settings()
@@ -94,7 +94,6 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.dependency_overrides[get_settings] = lambda: settings
 
     def count(code: str) -> None:
         metrics.rejections.labels(code if code in REJECTION_REASONS else "invalid_request").inc()
