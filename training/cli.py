@@ -1,4 +1,4 @@
-"""``python -m training train|evaluate|export|reproduce`` (console script ``stn-train``).
+"""``python -m training train|evaluate|export|reproduce|align`` (console script ``stn-train``).
 
 Every :class:`TrainingError` (bad data folder, bad config key, missing or corrupt checkpoint, failed
 export) ends with one line ``error: <message>`` on stderr and exit status 2; an unexpected exception prints
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of all subcommands."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     _add_common(parser, sub=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,reproduce}")
+    commands = "{train,evaluate,export,reproduce,align}"
+    sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
 
     p = sub.add_parser("train", help="train a model (config file + overrides)")
     _add_common(p)
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override every run"
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+
+    from training.experiments.align_cli import add_arguments as add_align_arguments
+
+    p = sub.add_parser("align", help="alignment study: recover known warps through each sampler (issue 5)")
+    _add_common(p)
+    add_align_arguments(p)
     return parser
 
 
@@ -353,7 +360,20 @@ def _succeeded(path: Path) -> bool:
         return False
 
 
-_COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "reproduce": cmd_reproduce}
+def cmd_align(args: argparse.Namespace) -> int:
+    """``align``: the alignment study (training/experiments/alignment.py)."""
+    from training.experiments.align_cli import main_entry
+
+    return main_entry(args)
+
+
+_COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "reproduce": cmd_reproduce,
+    "align": cmd_align,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,11 @@ class DataConfig:
         blur_prob: probability that a training image is Gaussian-blurred.
         blur_max_sigma: largest blur sigma, in pixels of the 50x50 frame (at most 5/3).
         noise_std: std of additive pixel noise, 0..255 units.
+        rotation_deg: rotated GTSRB (Finnveden et al.; issue 5): every training image's initial warp is
+            additionally a rotation of its content about the crop centre by an angle uniform in
+            [-rotation_deg, rotation_deg] (fresh per batch, seeded), applied before the IC-STN perturbation
+            (``init = rotation o perturbation``), and the test and validation evaluations rotate their images
+            the same way with fixed seeded angles (``evaluate.fixed_rotations``). 0 = off.
     """
 
     data_dir: str | None = None
@@ -57,8 +62,11 @@ class DataConfig:
     blur_prob: float = 0.0
     blur_max_sigma: float = 1.5
     noise_std: float = 0.0
+    rotation_deg: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            raise ConfigError(f"data.rotation_deg = {self.rotation_deg}: expected 0 <= value <= 180")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction = {self.val_fraction}: expected 0 <= value < 1")
         for key in ("limit_train", "limit_test"):

@@ -4,10 +4,16 @@ The perturbed figure uses IC-STN perturbations drawn once for the whole test set
 with a fixed seed (default 1234), so it is reproducible and does not depend on the batch size. Eval mode makes
 the sampler deterministic (its ``inference_forward``: exact bilinear, or bilinear over a Gaussian-prefiltered
 input), the same forward the exported ONNX graph runs.
+
+Rotated GTSRB (``data.rotation_deg > 0``, issue 5): the perturbed pass also rotates every image's content by
+an angle uniform in [-rotation_deg, rotation_deg], drawn once for the whole set from a generator seeded with
+``rotation_seed(seed)`` (:func:`fixed_rotations`); the same angles drive :func:`rotation_study`, so the
+angle-against-rotation figure and the rotated error are measured on the same inputs.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -105,6 +111,26 @@ def fixed_perturbations(n: int, *, scale: float, translation_scale: float, seed:
     )
 
 
+ROTATION_SEED_OFFSET = 1
+"""The rotations of an evaluation are seeded with ``seed + 1``, so they do not share the perturbations'
+random stream (both generators would otherwise start from the same state)."""
+
+
+def rotation_seed(seed: int) -> int:
+    """Seed of the fixed test rotations of an evaluation seeded with ``seed``."""
+    return seed + ROTATION_SEED_OFFSET
+
+
+def fixed_rotations(n: int, *, max_deg: float, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The (n, 3, 3) float32 canonical rotations of an evaluation and their angles (n,) in degrees (float64).
+
+    Drawn at once from a CPU generator seeded with ``seed`` (``geometry.random_rotations``): image i's
+    content is rotated by ``angles[i]``, uniform in [-max_deg, max_deg].
+    """
+    warps, angles = geometry.random_rotations(n, max_deg, generator=torch.Generator().manual_seed(seed))
+    return warps, angles.numpy()
+
+
 def _per_class(
     labels: np.ndarray, wrong: np.ndarray, num_classes: int
 ) -> tuple[list[float | None], list[int]]:
@@ -128,6 +154,7 @@ def evaluate_arrays(
     device: torch.device | str = "cpu",
     keep_crops: bool = False,
     test_set: str = "",
+    rotation_deg: float = 0.0,
 ) -> tuple[EvalResult, EvalArrays]:
     """Evaluate ``model`` on images in eval mode, clean and perturbed.
 
@@ -141,6 +168,10 @@ def evaluate_arrays(
         device: where to run.
         keep_crops: also return the perturbed pass's aligned crops (N, 3, S, S).
         test_set: description recorded in the result.
+        rotation_deg: when > 0, the perturbed pass also rotates each image's content by a fixed angle uniform
+            in [-rotation_deg, rotation_deg] (:func:`fixed_rotations` seeded with ``rotation_seed(seed)``),
+            ``init = rotation o perturbation``; the result's ``perturbation`` then records ``rotation_deg``
+            and ``rotation_seed``.
 
     Returns:
         ``(EvalResult, EvalArrays)``.
@@ -151,6 +182,15 @@ def evaluate_arrays(
     device = torch.device(device)
     n = int(labels.shape[0])
     warps = fixed_perturbations(n, scale=scale, translation_scale=translation_scale, seed=seed)
+    perturbation: dict[str, float | int] = {
+        "scale": scale,
+        "translation_scale": translation_scale,
+        "seed": seed,
+    }
+    if rotation_deg > 0:
+        rotations, _ = fixed_rotations(n, max_deg=rotation_deg, seed=rotation_seed(seed))
+        warps = geometry.compose(rotations, warps)
+        perturbation.update(rotation_deg=rotation_deg, rotation_seed=rotation_seed(seed))
     pred_clean = np.empty(n, dtype=np.int64)
     pred_pert = np.empty(n, dtype=np.int64)
     out_warps = np.empty((n, 3, 3), dtype=np.float32)
@@ -183,7 +223,7 @@ def evaluate_arrays(
         per_class_clean=per_clean,
         per_class_perturbed=per_pert,
         class_counts=counts,
-        perturbation={"scale": scale, "translation_scale": translation_scale, "seed": seed},
+        perturbation=perturbation,
         inference_forward=inference_forward_of(model),
         sampler=model.config.sampler,
         wall_time_s=time.perf_counter() - start,
@@ -220,9 +260,7 @@ def rotation_study(
         ``(applied_deg (N,), predicted_deg (N,))`` float64.
     """
     n = int(images.shape[0])
-    gen = torch.Generator().manual_seed(seed)
-    applied = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * max_deg
-    init = geometry.rotation_warps(torch.deg2rad(-applied)).float()
+    init, applied = fixed_rotations(n, max_deg=max_deg, seed=seed)
     predicted = np.empty(n, dtype=np.float64)
     was_training = model.training
     model.eval()
@@ -236,7 +274,60 @@ def rotation_study(
             predicted[lo:hi] = torch.rad2deg(geometry.rotation_angle(dp)).double().cpu().numpy()
     finally:
         model.train(was_training)
-    return applied.numpy(), predicted
+    return applied, predicted
+
+
+def rotation_summary(
+    applied_deg: np.ndarray,
+    predicted_deg: np.ndarray,
+    wrong: np.ndarray | None = None,
+    bins_deg: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0),
+) -> dict[str, Any]:
+    """Figures of a :func:`rotation_study`: how well the transformer undoes the applied rotations.
+
+    Args:
+        applied_deg: (N,) applied rotations, degrees.
+        predicted_deg: (N,) rotation of the transformer's own warp, degrees.
+        wrong: optional (N,) bool, misclassified under the same rotations (error per |angle| bin).
+        bins_deg: edges of the |applied| bins (the last bin is closed).
+
+    Returns:
+        ``{"num_images", "mean_abs_error_deg", "median_abs_error_deg", "within_15_deg", "slope",
+        "intercept_deg", "correlation", "bins": [{"lo", "hi", "num_images", "mean_abs_error_deg", "error"}]}``
+        where the angle error is ``predicted - applied`` wrapped to (-180, 180], the slope and intercept are
+        the least-squares line ``predicted = slope * applied + intercept`` (1 and 0 for a perfect aligner) and
+        ``error`` is the classification error (when ``wrong`` is given).
+    """
+    a = np.asarray(applied_deg, dtype=np.float64)
+    p = np.asarray(predicted_deg, dtype=np.float64)
+    if a.ndim != 1 or p.shape != a.shape or a.size < 2:
+        raise ValueError(f"rotation_summary: expected two equal (N,), N >= 2, got {a.shape}, {p.shape}")
+    err = np.abs((p - a + 180.0) % 360.0 - 180.0)
+    slope, intercept = np.polyfit(a, p, 1)
+    corr = float(np.corrcoef(a, p)[0, 1]) if p.std() > 0 and a.std() > 0 else 0.0
+    bins = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bins_deg)):
+        last = i == len(bins_deg) - 2
+        sel = (np.abs(a) >= lo) & ((np.abs(a) <= hi) if last else (np.abs(a) < hi))
+        entry: dict[str, Any] = {
+            "lo": lo,
+            "hi": hi,
+            "num_images": int(sel.sum()),
+            "mean_abs_error_deg": float(err[sel].mean()) if sel.any() else None,
+        }
+        if wrong is not None:
+            entry["error"] = float(np.asarray(wrong)[sel].mean()) if sel.any() else None
+        bins.append(entry)
+    return {
+        "num_images": int(a.size),
+        "mean_abs_error_deg": float(err.mean()),
+        "median_abs_error_deg": float(np.median(err)),
+        "within_15_deg": float((err <= 15.0).mean()),
+        "slope": float(slope),
+        "intercept_deg": float(intercept),
+        "correlation": corr,
+        "bins": bins,
+    }
 
 
 def evaluate_checkpoint(
@@ -253,10 +344,12 @@ def evaluate_checkpoint(
     cache_dir: str | Path | None = None,
     threads: int | None = None,
     eval_forward: str | None = None,
+    rotation_deg: float | None = None,
 ) -> tuple[EvalResult, EvalArrays]:
     """Load a checkpoint and evaluate it on the GTSRB test set (the full lossless set unless ``limit``).
 
-    The perturbation scales default to the ones the checkpoint was trained with (0.25 / 0.25 otherwise).
+    The perturbation scales and the test rotation (``data.rotation_deg``) default to the ones the checkpoint
+    was trained with (0.25 / 0.25 / 0 otherwise).
     ``eval_forward`` overrides the linearized sampler's inference forward (see :func:`load_checkpoint`);
     the result records the forward used.
     """
@@ -271,6 +364,7 @@ def evaluate_checkpoint(
     translation_scale = (
         float(data_cfg.get("translation_scale", 0.25)) if translation_scale is None else translation_scale
     )
+    rotation_deg = float(data_cfg.get("rotation_deg", 0.0)) if rotation_deg is None else rotation_deg
     root = resolve_data_dir(data_dir)
     split = load_gtsrb(
         root,
@@ -289,6 +383,7 @@ def evaluate_checkpoint(
         batch_size=batch_size,
         device=device,
         test_set=describe_test_set(split.source, len(split)),
+        rotation_deg=rotation_deg,
     )
     result.checkpoint = str(checkpoint)
     return result, arrays
@@ -298,12 +393,15 @@ def format_result(result: EvalResult, class_names: list[str] | None = None, *, p
     """Human-readable report: overall clean / perturbed error, then one line per class."""
     n = result.num_images
     p = result.perturbation
+    rotation = ""
+    if "rotation_deg" in p:
+        rotation = f", rotation +-{p['rotation_deg']} deg, seed {p['rotation_seed']}"
     lines = [
         f"test set: {result.test_set}",
         f"sampler: {result.sampler} (inference forward: {result.inference_forward})",
         f"clean error:     {100 * result.error_clean:6.3f}% ({round(result.error_clean * n)}/{n})",
         f"perturbed error: {100 * result.error_perturbed:6.3f}% ({round(result.error_perturbed * n)}/{n})"
-        f"  [scale {p['scale']}, translation {p['translation_scale']}, seed {p['seed']}]",
+        f"  [scale {p['scale']}, translation {p['translation_scale']}, seed {p['seed']}{rotation}]",
     ]
     if per_class:
         lines.append(f"{'class':>5} {'images':>6} {'clean':>8} {'perturbed':>9}  name")

@@ -379,6 +379,40 @@ def rotation_warps(angles_rad: torch.Tensor) -> torch.Tensor:
     return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=1).reshape(-1, 3, 3)
 
 
+def random_rotations(
+    batch: int,
+    max_deg: float,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rotations about the crop centre, uniform in [-max_deg, max_deg] (the rotated-GTSRB study).
+
+    The angles are one ``torch.rand(batch, dtype=float64)`` draw on the generator's device (CPU when no
+    generator is given), ``a = (2 u - 1) * max_deg``; the warps rotate each image's content by ``a``
+    (``rotation_warps(-a)``, clockwise on screen for a > 0), so a transformer that undoes them predicts
+    ``rotation_angle == a``.
+
+    Args:
+        batch: B.
+        max_deg: largest rotation in degrees (>= 0).
+        generator: torch random generator (None: the global one).
+        dtype: dtype of the warps.
+        device: device of the warps (None: CPU).
+
+    Returns:
+        ``(warps (B, 3, 3) canonical, angles (B,) float64 degrees on the generator's device)``.
+    """
+    if batch < 0 or max_deg < 0:
+        raise ConfigError(f"random_rotations: batch and max_deg must be >= 0, got {batch}, {max_deg}")
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    draws = torch.rand(batch, generator=generator, dtype=torch.float64, device=draw_device)
+    angles = (draws * 2 - 1) * max_deg
+    warps = rotation_warps(torch.deg2rad(-angles)).to(dtype=dtype, device=device)
+    return warps, angles
+
+
 def rotation_angle(m: torch.Tensor) -> torch.Tensor:
     """(B,) rotation angle in radians of the similarity nearest to each warp's 2x2 block (after normalizing).
 

@@ -272,3 +272,34 @@ def plot_confusion_matrix(
     head = f"{title}: " if title else ""
     ax.set_title(f"{head}{errors} errors in {y.size} images ({100 * errors / y.size:.2f}%); diagonal in grey")
     return _save(fig, path)
+
+
+def plot_alignment_recall(
+    rates: Sequence[int], recalls: Mapping[str, Sequence[float]], path: str | Path, title: str
+) -> Path:
+    """Alignment recall against the downsampling rate, one line per sampler (issue 5, the alignment study).
+
+    Args:
+        rates: downsampling rates r (x axis, log2 scale; the crop is 36 / r px a side).
+        recalls: sampler name -> recall in [0, 1] at each rate (same order as ``rates``).
+        path: PNG file to write.
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    xs = [int(r) for r in rates]
+    if not xs or any(len(v) != len(xs) for v in recalls.values()):
+        raise ShapeError(f"plot_alignment_recall: expected {len(xs)} recalls per sampler")
+    fig = _new_figure(6.5, 4.5)
+    ax = fig.subplots()
+    for name, values in recalls.items():
+        style = "--" if name.endswith("-exact") else "-"
+        ax.plot(xs, [100 * float(v) for v in values], style, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [f"{r}x ({int(36 / r + 0.5)} px)" for r in xs])
+    ax.set_ylim(0, 100)
+    ax.set(xlabel="downsampling rate (target side)", ylabel="recall (%)", title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

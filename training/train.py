@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import augment, distributed, geometry
+from training import augment, distributed, evaluate, geometry
 from training.config import TrainConfig, config_from_dict
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
@@ -334,7 +334,13 @@ def _train(
                 translation_scale=config.data.translation_scale,
                 generator=pert_gen,
                 dtype=torch.float32,
-            ).to(device)
+            )
+            if config.data.rotation_deg > 0:  # rotated GTSRB: rotate the content, then perturb the crop
+                rotations, _ = geometry.random_rotations(
+                    x.shape[0], config.data.rotation_deg, generator=pert_gen
+                )
+                init = geometry.compose(rotations, init)
+            init = init.to(device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 output = ddp_model(x, init)
                 loss = F.cross_entropy(output.logits.float(), y, label_smoothing=config.optim.label_smoothing)
@@ -392,6 +398,7 @@ def _train(
                 seed=config.run.eval_seed,
                 device=device,
                 test_set="validation",
+                rotation_deg=config.data.rotation_deg,
             )
             record["val_error_clean"] = val.error_clean
             record["val_error_perturbed"] = val.error_perturbed
@@ -599,6 +606,7 @@ def _finish(
     """Final test evaluation (eval.json, a ``test`` record in metrics.jsonl) and the plots."""
     result: EvalResult | None = None
     arrays: EvalArrays | None = None
+    rotation: tuple[np.ndarray, np.ndarray] | None = None
     plot_images = split.images[val_idx] if len(val_idx) else split.images
     if config.run.final_eval:
         test = load_test_data(config)
@@ -613,9 +621,15 @@ def _finish(
             device=device,
             keep_crops=config.run.plots,
             test_set=describe_test_set(test.source, len(test)),
+            rotation_deg=config.data.rotation_deg,
         )
         result.checkpoint = str(out / "model.pt")
         result.extra = {"training_wall_time_s": wall}
+        if config.data.rotation_deg > 0 and model.config.has_transformer:
+            rotation = rotated_test_study(model, test.images, config, device)
+            result.extra["rotation"] = evaluate.rotation_summary(
+                rotation[0], rotation[1], arrays.pred_perturbed != arrays.labels
+            )
         result.write_json(out / "eval.json")
         _write_metrics(
             out,
@@ -640,12 +654,13 @@ def _finish(
             device=device,
             keep_crops=True,
             seed=config.run.eval_seed,
+            rotation_deg=config.data.rotation_deg,
         )
     if config.run.plots:
         try:
             write_plots(out / "plots", history, arrays, config)
             if model.config.has_transformer:
-                write_rotation_plot(out / "plots", model, plot_images, config, device)
+                write_rotation_plot(out / "plots", model, plot_images, config, device, rotation)
         except Exception as exc:  # plots are a by-product: never lose a finished run to them
             log(f"warning: plots skipped: {type(exc).__name__}: {exc}", distributed.DistContext())
     return result
@@ -668,16 +683,49 @@ def write_plots(
     plots.plot_confusion_matrix(arrays.labels, arrays.pred_clean, names, folder / "confusion_matrix.png")
 
 
-def write_rotation_plot(
-    folder: Path, model: TransformerClassifier, images: np.ndarray, config: TrainConfig, device: torch.device
-) -> Path:
-    """Finnveden et al.'s Figure 3 for this model: predicted against applied rotation (up to 1000 images)."""
-    from training import plots
-    from training.evaluate import rotation_study
+def rotated_test_study(
+    model: TransformerClassifier, images: np.ndarray, config: TrainConfig, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """``evaluate.rotation_study`` on rotated GTSRB, with the angles of the rotated evaluation.
 
-    applied, predicted = rotation_study(model, images[:1000], seed=config.run.eval_seed, device=device)
+    The angles are uniform in [-data.rotation_deg, data.rotation_deg], seeded with
+    ``evaluate.rotation_seed(run.eval_seed)``, so each point is an image of the rotated test error.
+
+    Returns:
+        ``(applied_deg (N,), predicted_deg (N,))``.
+    """
+    seed = evaluate.rotation_seed(config.run.eval_seed)
+    return evaluate.rotation_study(model, images, max_deg=config.data.rotation_deg, seed=seed, device=device)
+
+
+def write_rotation_plot(
+    folder: Path,
+    model: TransformerClassifier,
+    images: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    rotation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """Finnveden et al.'s Figure 3 for this model: predicted against applied rotation.
+
+    Without ``data.rotation_deg``: up to 1000 images rotated by up to 90 degrees (seed ``run.eval_seed``).
+    On rotated GTSRB: the angles of the rotated evaluation on all ``images`` (``rotation``, when already
+    computed by :func:`rotated_test_study`).
+    """
+    from training import plots
+
     m = config.model
     title = f"{m.model_type} / {m.arch} / {m.warp_type} / {m.sampler}: rotation undone by the transformer"
+    if config.data.rotation_deg > 0:
+        applied, predicted = rotation or rotated_test_study(model, images, config, device)
+        title = (
+            f"{m.model_type} / {m.arch} / {m.warp_type} / {m.sampler}, "
+            f"rotated GTSRB (+-{config.data.rotation_deg:g} deg)"
+        )
+    else:
+        applied, predicted = evaluate.rotation_study(
+            model, images[:1000], seed=config.run.eval_seed, device=device
+        )
     return plots.plot_angle_vs_rotation(applied, predicted, folder / "angle_vs_rotation.png", title)
 
 

@@ -154,8 +154,9 @@ def test_mark_default(tmp_path: Path) -> None:
         ModelConfig(model_type="stn-sl", arch="paper", warp_type="similarity"),
         ModelConfig(model_type="stn", arch="paper", eval_forward="expected"),
         ModelConfig(model_type="icstn", arch="paper", downsampling_rate=4, warp_n=2),
+        ModelConfig(model_type="stn", arch="poster", downsampling_rate=8, eval_forward="expected"),
     ],
-    ids=["cnn", "stn-c", "stn-sl", "stn-expected", "icstn-r4"],
+    ids=["cnn", "stn-c", "stn-sl", "stn-expected", "icstn-r4", "stn-poster-r8"],
 )
 def test_every_type_exports_with_parity(cfg: ModelConfig, tmp_path: Path, real_images) -> None:  # type: ignore[no-untyped-def]
     model = build_model(cfg).eval()

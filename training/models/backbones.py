@@ -7,6 +7,13 @@ and the geometric predictor is conv(6) conv(24) fc(warp dims). At S < 36 (downsa
 VALID convolutions do not fit, so they become 3x3 convolutions with padding 1 (widths unchanged; the fully
 connected sizes follow from S).
 
+``poster``: classifiers sized like those of Jiang et al.'s GTSRB table (linearized multi-sampling, issue 5),
+which quotes 966k / 246k / 61k / 19k classifier parameters at 1x / 2x / 4x / 8x but not the layers. The count
+grows as S^2 (about 745 parameters per crop pixel), the signature of a fully connected layer on a
+full-resolution feature map; ours is conv3x3(16) conv3x3(17) (padding 1, so the map stays S x S) and
+fc(17 S^2 -> 43): 950k / 240k / 62k / 21k parameters. The same classifier serves the transformer-less
+baseline, and the localisation network is the ``paper`` one.
+
 ``large``: the served default, three stages of two 3x3 conv+BN+ReLU at widths 32/64/128 with 2x2 max pooling
 between stages, global average pooling and one linear layer; its localisation network is three conv+BN+ReLU
 layers (16/32/64) with pooling, fc(128), fc(warp dims).
@@ -78,11 +85,12 @@ def build_classifier(
     """The classifier for an S x S input.
 
     Args:
-        arch: ``paper`` or ``large``.
+        arch: ``paper``, ``poster`` or ``large``.
         size: S, the side of the input crop.
         num_classes: K.
-        dropout: dropout before the last linear layer (``large``).
-        full: the paper's larger transformer-less baseline (``cnn`` with ``paper``).
+        dropout: dropout before the last linear layer (``large``, ``poster``).
+        full: the paper's larger transformer-less baseline (``cnn`` with ``paper``; ``poster`` has one
+            classifier for every model).
         same_stem: pad the stem so it keeps the spatial size (STN-C runs it on the 50x50 frame before
             sampling).
 
@@ -95,6 +103,16 @@ def build_classifier(
         layers += [*_pool_if(size // 2), _conv_bn_relu(64, 128), _conv_bn_relu(128, 128)]
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(128, num_classes)]
         return Classifier(stem, nn.Sequential(*layers), 32)
+    if arch == "poster":
+        stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(True))
+        body = nn.Sequential(
+            nn.Conv2d(16, 17, 3, padding=1),
+            nn.ReLU(True),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(17 * size * size, num_classes),
+        )
+        return Classifier(stem, body, 16)
     if arch != "paper":
         raise ValueError(f"unknown arch {arch!r}")
     k, pad = _paper_kernel(size)
@@ -137,7 +155,7 @@ def build_localisation(arch: str, in_channels: int, size: int, warp_type: str) -
         features = nn.Sequential(*layers, nn.Flatten())
         n = _flat_features(features, in_channels, size)
         return nn.Sequential(features, nn.Linear(n, 128), nn.ReLU(True), zero_init(nn.Linear(128, dims)))
-    if arch != "paper":
+    if arch not in ("paper", "poster"):
         raise ValueError(f"unknown arch {arch!r}")
     k, pad = _paper_kernel(size)
     features = nn.Sequential(

@@ -83,9 +83,9 @@ class WarpSampler(nn.Module):
     padding).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, out_size: int | None = None) -> None:
         super().__init__()
-        self.out_size = config.crop_size
+        self.out_size = config.crop_size if out_size is None else out_size
         self.sampler = GridSampler(
             mode=config.sampler,
             padding_mode="zeros",
@@ -116,6 +116,10 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.warp_sampler = WarpSampler(config)
+        # A second sampler only where the localisation network sees another size than the classifier.
+        self.loc_sampler: WarpSampler | None = None
+        if config.loc_size != config.crop_size:
+            self.loc_sampler = WarpSampler(config, config.loc_size)
         self.register_buffer("eye", torch.eye(3), persistent=False)
 
     def identity(self, batch_like: Tensor) -> Tensor:
@@ -126,6 +130,13 @@ class TransformerClassifier(nn.Module):
     def sample(self, feature: Tensor, warp: Tensor) -> Tensor:
         """Sample ``feature`` (B, C, 50, 50) through ``warp`` (B, 3, 3) -> (B, C, S, S)."""
         out: Tensor = self.warp_sampler(feature, warp)
+        return out
+
+    def sample_for_localisation(self, feature: Tensor, warp: Tensor) -> Tensor:
+        """Sample ``feature`` (B, C, 50, 50) through ``warp`` for the localisation network -> (B, C, L, L),
+        L = ``config.loc_size`` (36 with ``loc_input="full"``, else S)."""
+        sampler = self.warp_sampler if self.loc_sampler is None else self.loc_sampler
+        out: Tensor = sampler(feature, warp)
         return out
 
     def refine(self, warp: Tensor, params: Tensor) -> Tensor:

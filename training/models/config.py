@@ -11,7 +11,8 @@ from typing import Any
 from training.errors import ConfigError
 
 MODEL_TYPES = ("cnn", "stn", "icstn", "stn-c", "stn-sl")
-ARCHS = ("paper", "large")
+ARCHS = ("paper", "poster", "large")
+LOC_INPUTS = ("full", "output")
 WARP_TYPES = ("translation", "similarity", "affine", "homography")
 SAMPLER_MODES = ("bilinear", "nearest", "bicubic", "linearized", "multiscale")
 EVAL_FORWARDS = ("bilinear", "expected")
@@ -35,7 +36,8 @@ class ModelConfig:
     Attributes:
         model_type: ``cnn`` (no transformer), ``stn``, ``icstn``, ``stn-c`` (transform feature maps) or
             ``stn-sl`` (localisation shares the classifier's first layers).
-        arch: ``paper`` (the small IC-STN traffic-sign networks) or ``large`` (the served default).
+        arch: ``paper`` (the small IC-STN traffic-sign networks), ``poster`` (classifiers sized like Jiang et
+            al.'s GTSRB table, issue 5) or ``large`` (the served default).
         warp_type: the transformer's parametrization (translation 2, similarity 4, affine 6, homography 8).
         sampler: the training mode of :class:`training.sampling.GridSampler`.
         eval_forward: the sampler's deterministic forward in eval mode (and in the ONNX graph).
@@ -43,7 +45,12 @@ class ModelConfig:
         downsampling_rate: r in {1, 2, 4, 8}; the transformer outputs S = 36 / r pixels a side.
         warp_n: recurrent warps of the IC-STN (ignored by the other types).
         num_classes: output classes (43 for GTSRB).
-        dropout: dropout before the last classifier layer (``large`` only).
+        dropout: dropout before the last classifier layer (``large``, ``poster``).
+        loc_input: what the localisation network of ``stn`` and ``icstn`` sees at r > 1: ``full``, the crop
+            through the current warp at 36 px (rate 1), so only the transformer's *output* is downsampled (the
+            setting of Jiang et al.'s downsampling experiment), or ``output``, the crop at S = 36 / r px like
+            the classifier (checkpoints written before this option). Identical at r = 1; ``stn-c`` and
+            ``stn-sl`` share the classifier's first layers and always work at S.
     """
 
     model_type: str = "stn"
@@ -56,6 +63,7 @@ class ModelConfig:
     warp_n: int = 4
     num_classes: int = 43
     dropout: float = 0.0
+    loc_input: str = "full"
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, object, tuple[object, ...]]] = [
@@ -65,6 +73,7 @@ class ModelConfig:
             ("sampler", self.sampler, SAMPLER_MODES),
             ("eval_forward", self.eval_forward, EVAL_FORWARDS),
             ("downsampling_rate", self.downsampling_rate, DOWNSAMPLING_RATES),
+            ("loc_input", self.loc_input, LOC_INPUTS),
         ]
         for key, value, allowed in checks:
             if value not in allowed:
@@ -84,6 +93,13 @@ class ModelConfig:
         return crop_size(self.downsampling_rate)
 
     @property
+    def loc_size(self) -> int:
+        """Side of the crop the localisation network sees: 36 for ``stn`` and ``icstn`` with
+        ``loc_input="full"``, else S (see ``loc_input``)."""
+        full = self.loc_input == "full" and self.model_type in ("stn", "icstn")
+        return CANONICAL_SIZE if full else self.crop_size
+
+    @property
     def has_transformer(self) -> bool:
         """False for ``cnn``, which only samples the crop through the given initial warp."""
         return self.model_type != "cnn"
@@ -94,9 +110,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`.
+
+        A dict without ``loc_input`` comes from a checkpoint written before the option existed, whose
+        localisation network saw the crop at S: it rebuilds with ``loc_input="output"``.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{"loc_input": "output", **data})

@@ -21,7 +21,7 @@ class STN(TransformerClassifier):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         size = config.crop_size
-        self.localisation = build_localisation(config.arch, 3, size, config.warp_type)
+        self.localisation = build_localisation(config.arch, 3, config.loc_size, config.warp_type)
         self.classifier = build_classifier(config.arch, size, config.num_classes, dropout=config.dropout)
 
     def localisation_parameters(self) -> list[nn.Parameter]:
@@ -30,6 +30,6 @@ class STN(TransformerClassifier):
 
     def transform(self, x: Tensor, init_warp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, 3, 50, 50) standardized, init_warp (B, 3, 3) -> (logits, warp, crop (B, 3, S, S))."""
-        warp = self.refine(init_warp, self.localisation(self.sample(x, init_warp)))
+        warp = self.refine(init_warp, self.localisation(self.sample_for_localisation(x, init_warp)))
         crop = self.sample(x, warp)
         return self.classifier(crop), warp, crop

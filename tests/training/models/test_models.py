@@ -89,6 +89,32 @@ def test_downsampling_rates(model_type: str, rate: int, real_batch: tuple[Tensor
     assert out.logits.shape == (2, 43)
 
 
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_poster_arch_every_type_at_every_rate(model_type: str, real_batch: tuple[Tensor, Tensor]) -> None:
+    images, labels = real_batch
+    for rate in (1, 8):
+        model = build_model(
+            ModelConfig(
+                model_type=model_type, arch="poster", downsampling_rate=rate, sampler="bilinear", warp_n=2
+            )
+        )
+        _train_steps(model, images[:8], labels[:8], steps=2)
+        with torch.no_grad():
+            out = model.eval()(images[:4])
+        assert out.logits.shape == (4, 43) and torch.isfinite(out.logits).all()
+        assert out.crop.shape[-1] == crop_size(rate)
+
+
+def test_poster_classifiers_match_the_quoted_sizes() -> None:
+    """Jiang et al. quote 966k / 246k / 61k / 19k classifier parameters at 1x / 2x / 4x / 8x."""
+    quoted = {1: 966_000, 2: 246_000, 4: 61_000, 8: 19_000}
+    for rate, size in quoted.items():
+        for model_type in ("cnn", "stn", "icstn"):
+            model = build_model(ModelConfig(model_type=model_type, arch="poster", downsampling_rate=rate))
+            n = count_parameters(model.classifier)
+            assert abs(n - size) / size < 0.12, (model_type, rate, n)
+
+
 def test_paper_networks_have_about_200k_parameters() -> None:
     for model_type in ("cnn", "stn", "icstn"):
         n = count_parameters(build_model(ModelConfig(model_type=model_type, arch="paper")))
@@ -181,3 +207,35 @@ def test_model_config_round_trip() -> None:
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown model config key"):
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
+
+
+@pytest.mark.parametrize("model_type", ["stn", "icstn"])
+def test_full_loc_input_sees_the_crop_at_36_px_while_the_output_is_downsampled(
+    model_type: str, real_batch: tuple[Tensor, Tensor]
+) -> None:
+    images, labels = real_batch
+    seen: list[tuple[int, ...]] = []
+    for loc_input, expected in (("full", 36), ("output", 5)):
+        config = ModelConfig(
+            model_type=model_type, arch="paper", downsampling_rate=8, warp_n=2, loc_input=loc_input
+        )
+        assert config.loc_size == expected
+        model = build_model(config)
+        hook = model.localisation.register_forward_pre_hook(
+            lambda _m, args: seen.append(tuple(args[0].shape))
+        )
+        _train_steps(model, images[:8], labels[:8], steps=1)
+        hook.remove()
+        assert seen[-1][-2:] == (expected, expected)
+        with torch.no_grad():
+            assert model.eval()(images[:2]).crop.shape == (2, 3, 5, 5)
+
+
+def test_loc_input_defaults_and_legacy_checkpoints() -> None:
+    assert ModelConfig().loc_input == "full"
+    legacy = ModelConfig(model_type="stn", downsampling_rate=4).to_dict()
+    del legacy["loc_input"]  # written before the option existed: the localisation saw the crop at S
+    assert ModelConfig.from_dict(legacy).loc_input == "output"
+    assert ModelConfig(model_type="stn-sl", downsampling_rate=4).loc_size == 9  # shares the classifier's stem
+    with pytest.raises(ConfigError):
+        ModelConfig(loc_input="half")
