@@ -261,6 +261,42 @@ def grid_table(results: Path = RESULTS) -> str:
                 lines.append(_row([f"poster: {model}", sampler, *[_pct(ref.get(str(r)), 2) for r in RATES]]))
     if not _known(poster):
         lines += ["", _NO_POSTER]
+    details = grid_details(results)
+    if details:
+        lines += ["", details]
+    return "\n".join(lines)
+
+
+def grid_details(results: Path = RESULTS) -> str:
+    """One row per grid run: test errors (clean, perturbed; a linearized run also with the exact bilinear
+    forward), the inference forward, epochs and training wall time."""
+    root = results / "grid"
+    folders = sorted(p for p in root.iterdir() if (p / "eval.json").is_file()) if root.is_dir() else []
+    if not folders:
+        return ""
+    head = ["run", "clean", "perturbed", "inference forward", "perturbed, exact bilinear forward"]
+    head += ["epochs", "train wall time"]
+    lines = [_row(head), _row(["---"] + ["---:"] * 2 + ["---"] + ["---:"] * 3)]
+    for folder in folders:
+        ev = _load(folder / "eval.json")
+        cfg = _load(folder / "config.json")
+        other = folder / "eval_bilinear.json"
+        wall = ev.get("extra", {}).get("training_wall_time_s")
+        if wall is None and other.is_file():  # re-evaluated with another forward: the training's own eval
+            wall = _load(other).get("extra", {}).get("training_wall_time_s")
+        lines.append(
+            _row(
+                [
+                    folder.name,
+                    _pct(ev["error_clean"], 2),
+                    _pct(ev["error_perturbed"], 2),
+                    str(ev.get("inference_forward", "")),
+                    _pct(_load(other)["error_perturbed"], 2) if other.is_file() else "",
+                    str(cfg["optim"]["epochs"]),
+                    "" if wall is None else f"{wall / 60:.1f} min",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -298,7 +334,8 @@ def blocks(doc: str) -> dict[str, str]:
     return out
 
 
-COLLECTED = ("config.json", "metrics.jsonl", "eval.json", "result.json")
+COLLECTED = ("config.json", "metrics.jsonl", "eval.json", "eval_bilinear.json", "result.json")
+"""Files copied per run (``eval_bilinear.json``: a linearized run evaluated with exact bilinear)."""
 
 
 def collect(
@@ -340,15 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     """Print the tables, ``--collect`` runs, or ``--write`` / ``--check`` docs/results.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--collect", type=Path, help="copy the finished runs of this folder into docs/results"
+        "--collect", type=Path, nargs="+", help="copy the finished runs of these folders into docs/results"
     )
     parser.add_argument("--write", action="store_true", help="rewrite the marked blocks of docs/results.md")
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md is out of date")
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.collect:
-        for folder in collect(args.collect, args.results):
+    for runs in args.collect or ():
+        for folder in collect(runs, args.results):
             print(f"collected {folder}")
     if not (args.write or args.check):
         if not args.collect:

@@ -75,13 +75,20 @@ def test_tables_from_synthetic_results(tmp_path: Path) -> None:
 
     for seed, err in ((0, 0.02), (1, 0.04)):
         run = tmp_path / "grid" / f"stn-linearized-r4-s{seed}"
-        _write(run / "eval.json", {"error_perturbed": err})
+        ev = {"error_clean": err / 2, "error_perturbed": err, "inference_forward": "expected"}
+        _write(run / "eval.json", ev | {"extra": {"training_wall_time_s": 90.0}})
         _write(
             run / "config.json",
-            {"model": {"model_type": "stn", "sampler": "linearized", "downsampling_rate": 4}},
+            {
+                "model": {"model_type": "stn", "sampler": "linearized", "downsampling_rate": 4},
+                "optim": {"epochs": 2},
+            },
         )
+    _write(tmp_path / "grid" / "stn-linearized-r4-s0" / "eval_bilinear.json", {"error_perturbed": 0.05})
     grid = results_tables.grid_table(tmp_path)
     assert "| stn | linearized | not run | not run | 3.00% (n=2) | not run |" in grid
+    assert "| stn-linearized-r4-s0 | 1.00% | 2.00% | expected | 5.00% | 2 | 1.5 min |" in grid
+    assert "| stn-linearized-r4-s1 | 2.00% | 4.00% | expected |  | 2 | 1.5 min |" in grid
 
     doc = "text\n<!-- results-tables:grid:begin -->\nold\n<!-- results-tables:grid:end -->\nmore\n"
     fresh = results_tables.render(doc, tmp_path)
