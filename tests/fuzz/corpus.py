@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from service.imaging import IMAGE_CONTENT_TYPES
 from tests.service.helpers import encode, gtsrb_originals, open_rgb, png_chunk, raw_png
 
 #: bit-flipped variants per encoding of the mutated sign; ``FUZZ_MUTATIONS`` raises it for a long local run.
@@ -45,20 +46,7 @@ FORMAT_TYPES: dict[str, str] = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
 }
-ACCEPTED_TYPES = (
-    "image/png",
-    "image/jpeg",
-    "image/jpg",
-    "image/pjpeg",
-    "image/webp",
-    "image/gif",
-    "image/bmp",
-    "image/x-ms-bmp",
-    "image/x-portable-pixmap",
-    "image/x-portable-anymap",
-    "image/x-portable-graymap",
-    "image/x-portable-bitmap",
-)
+ACCEPTED_TYPES = tuple(sorted(IMAGE_CONTENT_TYPES))  # every type the service accepts
 ORIENTATION = 0x0112
 
 #: error codes a bad image may get (docs/service.md): any of them is fine for a mutated file.
