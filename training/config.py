@@ -42,11 +42,11 @@ class DataConfig:
         blur_prob: probability that a training image is Gaussian-blurred.
         blur_max_sigma: largest blur sigma, in pixels of the 50x50 frame (at most 5/3).
         noise_std: std of additive pixel noise, 0..255 units.
-        rotation_deg: rotated GTSRB (Finnveden et al.; issue 5): every training image's initial warp is
-            additionally a rotation of its content about the crop centre by an angle uniform in
-            [-rotation_deg, rotation_deg] (fresh per batch, seeded), applied before the IC-STN perturbation
-            (``init = rotation o perturbation``), and the test and validation evaluations rotate their images
-            the same way with fixed seeded angles (``evaluate.fixed_rotations``). 0 = off.
+        rotation_deg: rotated GTSRB (Finnveden et al.; issue 5): every training image's pixels are rotated
+            about the crop centre by an angle uniform in [-rotation_deg, rotation_deg] (fresh per batch,
+            seeded; zeros fill the uncovered corners) before the model and its IC-STN perturbation, and the
+            test and validation evaluations rotate their images the same way with fixed seeded angles
+            (``evaluate.fixed_rotations``). 0 = off.
     """
 
     data_dir: str | None = None

@@ -5,10 +5,12 @@ with a fixed seed (default 1234), so it is reproducible and does not depend on t
 the sampler deterministic (its ``inference_forward``: exact bilinear, or bilinear over a Gaussian-prefiltered
 input), the same forward the exported ONNX graph runs.
 
-Rotated GTSRB (``data.rotation_deg > 0``, issue 5): the perturbed pass also rotates every image's content by
-an angle uniform in [-rotation_deg, rotation_deg], drawn once for the whole set from a generator seeded with
+Rotated GTSRB (``data.rotation_deg > 0``, issue 5): the perturbed pass also rotates every image's pixels
+(``geometry.rotate_frames``: about the crop centre, zeros outside the frame) by an angle uniform in
+[-rotation_deg, rotation_deg], drawn once for the whole set from a generator seeded with
 ``rotation_seed(seed)`` (:func:`fixed_rotations`); the same angles drive :func:`rotation_study`, so the
-angle-against-rotation figure and the rotated error are measured on the same inputs.
+angle-against-rotation figure and the rotated error are measured on the same inputs. The rotation is in the
+pixels, not in the initial warp, so every model (STN-C's first layers too) sees rotated signs.
 """
 
 from __future__ import annotations
@@ -168,10 +170,10 @@ def evaluate_arrays(
         device: where to run.
         keep_crops: also return the perturbed pass's aligned crops (N, 3, S, S).
         test_set: description recorded in the result.
-        rotation_deg: when > 0, the perturbed pass also rotates each image's content by a fixed angle uniform
-            in [-rotation_deg, rotation_deg] (:func:`fixed_rotations` seeded with ``rotation_seed(seed)``),
-            ``init = rotation o perturbation``; the result's ``perturbation`` then records ``rotation_deg``
-            and ``rotation_seed``.
+        rotation_deg: when > 0, the perturbed pass first rotates each image's pixels by a fixed angle uniform
+            in [-rotation_deg, rotation_deg] (:func:`fixed_rotations` seeded with ``rotation_seed(seed)``,
+            ``geometry.rotate_frames``), then perturbs the crop as usual; the result's ``perturbation`` then
+            records ``rotation_deg`` and ``rotation_seed``.
 
     Returns:
         ``(EvalResult, EvalArrays)``.
@@ -187,9 +189,9 @@ def evaluate_arrays(
         "translation_scale": translation_scale,
         "seed": seed,
     }
+    rotations: torch.Tensor | None = None
     if rotation_deg > 0:
         rotations, _ = fixed_rotations(n, max_deg=rotation_deg, seed=rotation_seed(seed))
-        warps = geometry.compose(rotations, warps)
         perturbation.update(rotation_deg=rotation_deg, rotation_seed=rotation_seed(seed))
     pred_clean = np.empty(n, dtype=np.int64)
     pred_pert = np.empty(n, dtype=np.int64)
@@ -200,6 +202,8 @@ def evaluate_arrays(
             hi = min(n, lo + batch_size)
             x = torch.from_numpy(np.ascontiguousarray(images[lo:hi])).to(device).permute(0, 3, 1, 2).float()
             pred_clean[lo:hi] = model(x).logits.argmax(1).cpu().numpy()
+            if rotations is not None:
+                x = geometry.rotate_frames(x, rotations[lo:hi])
             out = model(x, warps[lo:hi].to(device))
             pred_pert[lo:hi] = out.logits.argmax(1).cpu().numpy()
             out_warps[lo:hi] = out.warp.float().cpu().numpy()
@@ -243,10 +247,11 @@ def rotation_study(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rotation the transformer predicts against the rotation applied to its input (Finnveden, Fig. 3).
 
-    Each image's content is rotated about the crop centre by an angle ``a`` drawn uniformly from
-    [-max_deg, max_deg] (seeded): the model gets ``init_warp = rotation_warps(-a)``. The transformer's own
-    contribution is ``dp = invert(init) o warp``, and its angle (``geometry.rotation_angle``) is the rotation
-    it undoes; a perfect aligner gives ``predicted == applied``.
+    Each image's pixels are rotated about the crop centre by an angle ``a`` drawn uniformly from
+    [-max_deg, max_deg] (seeded; ``geometry.rotate_frames`` with ``rotation_warps(-a)``) and the model runs
+    from the identity initial warp, so its final warp is the transformer's own contribution, and that warp's
+    angle (``geometry.rotation_angle``) is the rotation it undoes; a perfect aligner gives
+    ``predicted == applied``.
 
     Args:
         model: the (unwrapped) model; evaluated in eval mode, its mode restored afterwards.
@@ -260,7 +265,7 @@ def rotation_study(
         ``(applied_deg (N,), predicted_deg (N,))`` float64.
     """
     n = int(images.shape[0])
-    init, applied = fixed_rotations(n, max_deg=max_deg, seed=seed)
+    rotations, applied = fixed_rotations(n, max_deg=max_deg, seed=seed)
     predicted = np.empty(n, dtype=np.float64)
     was_training = model.training
     model.eval()
@@ -268,10 +273,8 @@ def rotation_study(
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             x = torch.from_numpy(np.ascontiguousarray(images[lo:hi])).to(device).permute(0, 3, 1, 2).float()
-            m0 = init[lo:hi].to(device)
-            warp = model(x, m0).warp.float()
-            dp = geometry.compose(geometry.invert(m0), warp)
-            predicted[lo:hi] = torch.rad2deg(geometry.rotation_angle(dp)).double().cpu().numpy()
+            warp = model(geometry.rotate_frames(x, rotations[lo:hi])).warp.float()
+            predicted[lo:hi] = torch.rad2deg(geometry.rotation_angle(warp)).double().cpu().numpy()
     finally:
         model.train(was_training)
     return applied, predicted

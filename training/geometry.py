@@ -379,6 +379,29 @@ def rotation_warps(angles_rad: torch.Tensor) -> torch.Tensor:
     return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=1).reshape(-1, 3, 3)
 
 
+def rotate_frames(images: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate the pixels of whole frames about the canonical crop's centre (rotated GTSRB, issue 5).
+
+    Output pixel ``q`` (canonical coordinates of the frame) takes the input's value at ``rotations @ q``
+    (bilinear, zeros outside the frame), so a warp from :func:`random_rotations` turns the content by its
+    angle, and a model that then samples the rotated frame through a warp ``P`` sees what ``rotations o P``
+    shows of the original frame, up to the frame's corners (zeros here) and one extra bilinear resampling.
+
+    Args:
+        images: (B, C, 50, 50) float frames (any value range; 0 fills the corners the rotation uncovers).
+        rotations: (B, 3, 3) canonical warps about the crop centre (any canonical warp works).
+
+    Returns:
+        (B, C, 50, 50) rotated frames, ``images``' dtype and device; the identity returns ``images`` (up to
+        float rounding).
+    """
+    if not _tracing() and (images.ndim != 4 or images.shape[-2:] != (FRAME_PX, FRAME_PX)):
+        raise ShapeError(
+            f"rotate_frames: expected (B, C, {FRAME_PX}, {FRAME_PX}) frames, got {tuple(images.shape)}"
+        )
+    return warp_images(images, rotations.to(images.device), FRAME_PX, extent=FRAME_EXTENT)
+
+
 def random_rotations(
     batch: int,
     max_deg: float,

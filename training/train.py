@@ -335,11 +335,11 @@ def _train(
                 generator=pert_gen,
                 dtype=torch.float32,
             )
-            if config.data.rotation_deg > 0:  # rotated GTSRB: rotate the content, then perturb the crop
+            if config.data.rotation_deg > 0:  # rotated GTSRB: rotate the frames' pixels, then perturb
                 rotations, _ = geometry.random_rotations(
                     x.shape[0], config.data.rotation_deg, generator=pert_gen
                 )
-                init = geometry.compose(rotations, init)
+                x = geometry.rotate_frames(x, rotations)
             init = init.to(device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 output = ddp_model(x, init)

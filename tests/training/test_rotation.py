@@ -15,7 +15,7 @@ import torch
 from training import geometry
 from training.config import DataConfig, OptimConfig, RunConfig, TrainConfig, load_config_file
 from training.data import load_gtsrb
-from training.errors import ConfigError
+from training.errors import ConfigError, ShapeError
 from training.evaluate import (
     evaluate_arrays,
     evaluate_checkpoint,
@@ -79,6 +79,26 @@ def test_a_rotated_crop_of_a_real_image_is_the_rotated_crop(gtsrb_dir: Path) -> 
     assert (back - centre).abs().mean() < 0.1 * (centre - centre.mean()).abs().mean()
 
 
+def test_rotate_frames_turns_the_pixels_about_the_crop_centre(gtsrb_dir: Path) -> None:
+    image = torch.from_numpy(load_gtsrb(gtsrb_dir, "test", limit=2).images).permute(0, 3, 1, 2).float()
+    assert torch.allclose(geometry.rotate_frames(image, torch.eye(3).expand(2, 3, 3)), image, atol=1e-3)
+    # +90 degrees (clockwise on screen) about the frame's centre maps pixel centres to pixel centres
+    quarter = geometry.rotation_warps(torch.full((2,), -math.pi / 2))
+    turned = geometry.rotate_frames(image, quarter)
+    assert torch.allclose(turned, torch.rot90(image, k=-1, dims=(2, 3)), atol=1e-3)
+    # 45 degrees uncovers the frame's corners (zeros) and keeps the centre's content
+    eighth = geometry.rotation_warps(torch.full((2,), -math.pi / 4))
+    rotated = geometry.rotate_frames(image, eighth)
+    assert rotated[:, :, :3, :3].abs().max() == 0 and rotated[:, :, 20:30, 20:30].abs().min() > 0
+    # cropping the rotated frame is cropping the original through the rotation (one more resampling)
+    direct = geometry.warp_images(image, eighth, 36)
+    twice = geometry.warp_images(rotated, torch.eye(3).expand(2, 3, 3), 36)
+    upright = geometry.warp_images(image, torch.eye(3).expand(2, 3, 3), 36)
+    assert (twice - direct).abs().mean() < 0.15 * (direct - upright).abs().mean()
+    with pytest.raises(ShapeError):
+        geometry.rotate_frames(image[:, :, :36, :36], quarter)
+
+
 def test_fixed_rotations_are_the_rotation_study_angles() -> None:
     warps, angles = fixed_rotations(50, max_deg=90.0, seed=1234)
     old = (torch.rand(50, generator=torch.Generator().manual_seed(1234), dtype=torch.float64) * 2 - 1) * 90
@@ -100,7 +120,14 @@ def test_rotated_evaluation_feeds_the_fixed_rotations(gtsrb_dir: Path) -> None:
     plain, _ = evaluate_arrays(model, split.images, split.labels, seed=5)
     assert plain.perturbation == {"scale": 0.25, "translation_scale": 0.25, "seed": 5}
     result, arrays = evaluate_arrays(
-        model, split.images, split.labels, scale=0.0, translation_scale=0.0, seed=5, rotation_deg=45.0
+        model,
+        split.images,
+        split.labels,
+        scale=0.0,
+        translation_scale=0.0,
+        seed=5,
+        rotation_deg=45.0,
+        keep_crops=True,
     )
     assert result.perturbation == {
         "scale": 0.0,
@@ -110,8 +137,14 @@ def test_rotated_evaluation_feeds_the_fixed_rotations(gtsrb_dir: Path) -> None:
         "rotation_seed": 6,
     }
     expected, _ = fixed_rotations(20, max_deg=45.0, seed=6)
-    # a fresh transformer predicts the identity, so its final warp is exactly the initial rotation
-    assert torch.allclose(torch.from_numpy(arrays.warps_perturbed), expected, atol=1e-6)
+    # the rotation is in the pixels: a fresh transformer (identity) keeps the identity initial warp and crops
+    # the rotated frames
+    assert torch.allclose(torch.from_numpy(arrays.warps_perturbed), torch.eye(3).expand(20, 3, 3), atol=1e-6)
+    frames = torch.from_numpy(split.images).permute(0, 3, 1, 2).float()
+    identity = torch.eye(3).expand(20, 3, 3)
+    rotated_crops = geometry.warp_images(geometry.rotate_frames(frames, expected), identity, 36)
+    assert arrays.crops_perturbed is not None
+    assert torch.allclose(torch.from_numpy(arrays.crops_perturbed), rotated_crops, atol=1e-2)
     applied, predicted = rotation_study(model, split.images, max_deg=45.0, seed=6)
     assert np.array_equal(applied, fixed_rotations(20, max_deg=45.0, seed=6)[1])
     assert np.allclose(predicted, 0.0, atol=1e-4)
@@ -142,10 +175,18 @@ def test_tiny_rotated_training_rotates_its_batches_and_its_evaluation(
         drawn.append(angles)
         return warps, angles
 
+    rotated: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_rotate = geometry.rotate_frames
+
+    def rotate_spy(images: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+        rotated.append((images, rotations))
+        return real_rotate(images, rotations)
+
     monkeypatch.setattr(geometry, "random_rotations", spy)
+    monkeypatch.setattr(geometry, "rotate_frames", rotate_spy)
     out = tmp_path / "run"
     config = TrainConfig(
-        model=ModelConfig(model_type="stn-sl", arch="paper", sampler="bilinear", warp_type="similarity"),
+        model=ModelConfig(model_type="stn-c", arch="paper", sampler="bilinear", warp_type="similarity"),
         data=DataConfig(
             data_dir=str(gtsrb_dir),
             limit_train=96,
@@ -163,6 +204,10 @@ def test_tiny_rotated_training_rotates_its_batches_and_its_evaluation(
     assert result.steps == 3
     batches = drawn[: result.steps]  # the training batches come first, then the evaluation's draws
     assert all(a.shape == (32,) and a.abs().max() <= 45.0 and a.abs().max() > 0 for a in batches)
+    # every training batch's pixels (what STN-C's first layers see) are rotated by that batch's angles
+    for angles, (frames, warps) in zip(batches, rotated[: result.steps], strict=True):
+        assert frames.shape == (32, 3, 50, 50)
+        assert torch.allclose(warps, geometry.rotation_warps(torch.deg2rad(-angles)).float(), atol=1e-6)
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["perturbation"]["rotation_deg"] == 45.0
     summary = evaluation["extra"]["rotation"]
