@@ -16,25 +16,26 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.config import OptimConfig, TrainConfig
 from training.data import load_gtsrb, resolve_data_dir
 from training.models.backbones import build_classifier
 from training.models.common import standardize
+from training.train import build_scheduler
 
 NUM_CLASSES = 43
 
 
-def _batches(images: np.ndarray, rows: np.ndarray, batch: int) -> list[torch.Tensor]:
-    """(N, 50, 50, 3) uint8 -> float (B, 3, 50, 50) batches of ``rows`` in order."""
-    return [
-        torch.from_numpy(images[rows[i : i + batch]]).permute(0, 3, 1, 2).float()
-        for i in range(0, len(rows), batch)
-    ]
+def _batches(images: np.ndarray, rows: np.ndarray, batch: int) -> Iterator[torch.Tensor]:
+    """(N, 50, 50, 3) uint8 -> float (B, 3, 50, 50) batches of ``rows`` in order, one at a time."""
+    for i in range(0, len(rows), batch):
+        yield torch.from_numpy(images[rows[i : i + batch]]).permute(0, 3, 1, 2).float()
 
 
 def main() -> None:
@@ -55,14 +56,10 @@ def main() -> None:
     model = build_classifier("large", 50, NUM_CLASSES)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = math.ceil(len(train.labels) / args.batch_size)
-    total, warmup = args.epochs * steps_per_epoch, steps_per_epoch // 2
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    schedule = OptimConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=0.5)
+    scheduler = build_scheduler(
+        optimizer, TrainConfig(optim=schedule), args.epochs * steps_per_epoch, steps_per_epoch
+    )  # the training package's cosine schedule with its half-epoch linear warm-up
     labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
