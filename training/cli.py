@@ -1,4 +1,4 @@
-"""``python -m training train|evaluate|export|reproduce|align`` (console script ``stn-train``).
+"""``python -m training train|evaluate|export|plots|reproduce|align`` (console script ``stn-train``).
 
 Every :class:`TrainingError` (bad data folder, bad config key, missing or corrupt checkpoint, failed
 export) ends with one line ``error: <message>`` on stderr and exit status 2; an unexpected exception prints
@@ -38,6 +38,7 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--out", "run.out", str, "output folder"),
     ("--seed", "run.seed", int, "random seed"),
     ("--resume", "run.resume", str, "resume from a checkpoint (out/checkpoint.pt)"),
+    ("--init-from", "run.init_from", str, "fine-tune: start from a checkpoint's weights, fresh optimizer"),
     ("--threads", "run.threads", int, "torch intra-op threads"),
     ("--device", "run.device", str, "auto | cpu | cuda"),
     ("--max-steps", "run.max_steps", int, "stop after N optimizer steps"),
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of all subcommands."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     _add_common(parser, sub=False)
-    commands = "{train,evaluate,export,reproduce,align}"
+    commands = "{train,evaluate,export,plots,reproduce,align}"
     sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
 
     p = sub.add_parser("train", help="train a model (config file + overrides)")
@@ -109,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--default", action="store_true", help="also mark this bundle as the default (DEFAULT file)"
     )
+
+    p = sub.add_parser("plots", help="draw a finished run's PNG plots from its checkpoint")
+    _add_common(p)
+    p.add_argument("--checkpoint", required=True, help="model.pt from training")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--data-dir", help="GTSRB folder")
+    p.add_argument("--limit", type=int, help="only the first N test images (default: the full test set)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
 
     p = sub.add_parser("reproduce", help="run a named grid of configs (training/configs/grid-*.toml)")
     _add_common(p)
@@ -227,6 +237,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 GRID_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    """``plots``: training curves, class crops, confusion matrix and rotation plot of a checkpoint."""
+    import torch
+
+    from training.train import plots_from_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    written = plots_from_checkpoint(
+        args.checkpoint, args.out, data_dir=args.data_dir, limit=args.limit, device=args.device
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
 
 
 def load_grid(name: str) -> tuple[Path, dict[str, list[Any]], list[str]]:
@@ -371,6 +397,7 @@ _COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
+    "plots": cmd_plots,
     "reproduce": cmd_reproduce,
     "align": cmd_align,
 }

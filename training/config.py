@@ -42,6 +42,12 @@ class DataConfig:
         blur_prob: probability that a training image is Gaussian-blurred.
         blur_max_sigma: largest blur sigma, in pixels of the 50x50 frame (at most 5/3).
         noise_std: std of additive pixel noise, 0..255 units.
+        exposure_jitter: std of the log of a gain shared by the 3 channels (over-/under-exposure; bright
+            gains clip at 255).
+        saturation_jitter: std of the log of a per-image colour saturation factor.
+        shadow_prob: probability that a training image gets a cast shadow (one straight soft edge through
+            the sign; the dark side's gain is uniform in [shadow_min_gain, 0.9]).
+        shadow_min_gain: darkest shadow gain, in (0, 0.9].
         rotation_deg: rotated GTSRB (Finnveden et al.; issue 5): every training image's pixels are rotated
             about the crop centre by an angle uniform in [-rotation_deg, rotation_deg] (fresh per batch,
             seeded; zeros fill the uncovered corners) before the model and its IC-STN perturbation, and the
@@ -62,6 +68,10 @@ class DataConfig:
     blur_prob: float = 0.0
     blur_max_sigma: float = 1.5
     noise_std: float = 0.0
+    exposure_jitter: float = 0.0
+    saturation_jitter: float = 0.0
+    shadow_prob: float = 0.0
+    shadow_min_gain: float = 0.35
     rotation_deg: float = 0.0
 
     def __post_init__(self) -> None:
@@ -79,10 +89,14 @@ class DataConfig:
                 raise ConfigError(f"data.{key} = {value!r}: expected compact, lossless or none")
         if self.perturbation_scale < 0 or self.translation_scale < 0:
             raise ConfigError("data.perturbation_scale and data.translation_scale must be >= 0")
-        if self.color_jitter < 0 or self.noise_std < 0:
-            raise ConfigError("data.color_jitter and data.noise_std must be >= 0")
-        if not 0.0 <= self.blur_prob <= 1.0:
-            raise ConfigError(f"data.blur_prob = {self.blur_prob}: expected 0 <= value <= 1")
+        for key in ("color_jitter", "noise_std", "exposure_jitter", "saturation_jitter"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key} = {getattr(self, key)}: expected a value >= 0")
+        for key in ("blur_prob", "shadow_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"data.{key} = {getattr(self, key)}: expected 0 <= value <= 1")
+        if not 0.0 < self.shadow_min_gain <= 0.9:
+            raise ConfigError(f"data.shadow_min_gain = {self.shadow_min_gain}: expected 0 < value <= 0.9")
         if not 0.3 <= self.blur_max_sigma <= 5 / 3:
             raise ConfigError(f"data.blur_max_sigma = {self.blur_max_sigma}: expected 0.3 <= value <= 5/3")
 
@@ -154,6 +168,9 @@ class RunConfig:
         threads: torch intra-op threads (None = torch's default).
         log_every: progress line every N steps when stderr is not a TTY.
         resume: checkpoint to resume from (``<out>/checkpoint.pt`` for a run that stopped).
+        init_from: fine-tune: start from this ``model.pt`` / ``checkpoint.pt``'s weights (same architecture;
+            the sampler and its eval forward may differ); the optimizer, schedule, weight average and step
+            count start fresh. Exclusive with ``resume``.
         max_steps: stop after this many optimizer steps in total (tests, smoke runs).
         eval_seed: seed of the fixed test perturbations.
         final_eval: evaluate the final model on the test set (writes ``<out>/eval.json``).
@@ -167,6 +184,7 @@ class RunConfig:
     threads: int | None = None
     log_every: int = 50
     resume: str | None = None
+    init_from: str | None = None
     max_steps: int | None = None
     eval_seed: int = 1234
     final_eval: bool = True
@@ -181,6 +199,11 @@ class RunConfig:
             raise ConfigError(f"run.log_every = {self.log_every}: expected >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"run.max_steps = {self.max_steps}: expected >= 1")
+        if self.resume and self.init_from:
+            raise ConfigError(
+                "run.resume and run.init_from exclude each other "
+                "(resume continues a run; init_from starts a new one)"
+            )
 
 
 @dataclass(frozen=True)

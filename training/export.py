@@ -235,9 +235,29 @@ def build_card(
             "wall_time_s": payload.get("wall_time_s"),
             "epochs": payload.get("epoch"),
             "torch_version": str(payload.get("torch_version", torch.__version__)),
-        },
+        }
+        | fine_tuning_lineage(payload),
         "onnx": {"file": "model.onnx", "opset": opset, "sha256": sha256},
     }
+
+
+def fine_tuning_lineage(payload: dict[str, Any]) -> dict[str, Any]:
+    """``{"fine_tuned_from": lineage}`` for a fine-tuned checkpoint (``run.init_from``), else ``{}``.
+
+    The lineage keeps the start checkpoint's sha256, epochs and wall time (recursively, for a chain of
+    fine-tunings) but not its full training config, which the card would otherwise repeat at every level.
+    """
+    lineage = payload.get("fine_tuned_from")
+    if not isinstance(lineage, dict):
+        return {}
+
+    def trim(entry: dict[str, Any]) -> dict[str, Any]:
+        out = {k: entry.get(k) for k in ("path", "sha256", "epochs", "wall_time_s")}
+        parent = entry.get("fine_tuned_from")
+        out["fine_tuned_from"] = trim(parent) if isinstance(parent, dict) else None
+        return out
+
+    return {"fine_tuned_from": trim(lineage)}
 
 
 def export_bundle(

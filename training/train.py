@@ -9,12 +9,14 @@ Each batch gets fresh perturbation warps (``geometry.perturbation_warps``) and t
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -27,7 +29,7 @@ from training import augment, distributed, evaluate, geometry
 from training.config import TrainConfig, config_from_dict
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
-from training.models import TransformerClassifier, build_model, count_parameters, save_checkpoint
+from training.models import ModelConfig, TransformerClassifier, build_model, count_parameters, save_checkpoint
 from training.models.checkpoint import read_checkpoint
 
 
@@ -272,7 +274,12 @@ def _train(
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
 
-    model = build_model(config.model).to(device)
+    model = build_model(config.model)
+    lineage: dict[str, Any] | None = None  # what a fine-tuning run started from (kept across resumes)
+    if config.run.init_from:
+        lineage = init_weights(model, config.run.init_from, config)
+        log(f"starting from the weights of {config.run.init_from}", ctx)
+    model = model.to(device)
     optimizer = build_optimizer(model, config)
     batch = config.optim.batch_size
     per_rank = len(train_idx) // ctx.world_size
@@ -289,7 +296,7 @@ def _train(
     history: list[dict[str, Any]] = []
     start_epoch, step, prior_wall = 0, 0, 0.0
     if config.run.resume:
-        start_epoch, step, history, prior_wall = _resume(
+        start_epoch, step, history, prior_wall, lineage = _resume(
             config.run.resume, model, optimizer, scheduler, (pert_gen, aug_gen), config, ema
         )
         log(f"resumed from {config.run.resume} at epoch {start_epoch}, step {step}", ctx)
@@ -421,7 +428,8 @@ def _train(
                     (pert_gen, aug_gen),
                     record["elapsed_s"],
                     ema,
-                ),
+                )
+                | _lineage_entry(lineage),
             )
         distributed.barrier(ctx)
     progress.close()
@@ -444,7 +452,8 @@ def _train(
                 "device": str(device),
                 "world_size": ctx.world_size,
                 "torch_version": str(torch.__version__),
-            },
+            }
+            | _lineage_entry(lineage),
         )
         log(f"wrote {model_path} ({_format_duration(wall)} wall time)", ctx)
         if config.run.final_eval or config.run.plots:
@@ -506,6 +515,10 @@ def photometric_spec(config: TrainConfig) -> augment.PhotometricSpec:
         blur_prob=data.blur_prob,
         blur_max_sigma=data.blur_max_sigma,
         noise_std=data.noise_std,
+        exposure_jitter=data.exposure_jitter,
+        saturation_jitter=data.saturation_jitter,
+        shadow_prob=data.shadow_prob,
+        shadow_min_gain=data.shadow_min_gain,
     )
 
 
@@ -555,6 +568,55 @@ def _train_state(
     return state
 
 
+#: Model-config fields that may differ between a fine-tuning run and the checkpoint it starts from (they
+#: change how the sampler behaves, not which weights exist).
+_FINE_TUNE_FREE = ("sampler", "eval_forward", "num_samples", "dropout")
+
+
+def init_weights(model: TransformerClassifier, path: str, config: TrainConfig) -> dict[str, Any]:
+    """Load the weights of the checkpoint at ``path`` into ``model`` (``run.init_from``, fine-tuning).
+
+    The checkpoint's model config must equal ``config.model`` except for :data:`_FINE_TUNE_FREE`; only the
+    weights are taken (a ``model.pt`` of an EMA run holds the averaged ones), not the optimizer or step.
+
+    Returns:
+        the lineage the fine-tuned checkpoints record as ``fine_tuned_from`` (and export copies into the model
+        card): the start checkpoint's path, sha256, epochs, wall time in seconds, training config and its
+        own ``fine_tuned_from`` (None for a run from scratch).
+
+    Raises:
+        CheckpointError: unreadable file, another architecture, or weights that do not fit.
+    """
+    payload = read_checkpoint(path)  # checks the format and that model_config / model_state are there
+    try:
+        stored = ModelConfig.from_dict(dict(payload["model_config"]))
+    except (TrainingError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read its model config: {exc}") from None
+    mine, theirs = asdict(config.model), asdict(stored)
+    differ = [k for k in mine if k not in _FINE_TUNE_FREE and mine[k] != theirs.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} {theirs.get(k)!r} vs {mine[k]!r}" for k in differ)
+        raise CheckpointError(f"{path}: another architecture than this run's model config ({shown})")
+    try:
+        model.load_state_dict(payload["model_state"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its weights do not fit this model: {first}") from None
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "epochs": payload.get("epoch"),
+        "wall_time_s": payload.get("wall_time_s"),
+        "train_config": payload.get("train_config"),
+        "fine_tuned_from": payload.get("fine_tuned_from"),
+    }
+
+
+def _lineage_entry(lineage: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint entry that records a fine-tuning run's start (empty for a run from scratch)."""
+    return {} if lineage is None else {"fine_tuned_from": lineage}
+
+
 def _resume(
     path: str,
     model: TransformerClassifier,
@@ -563,7 +625,7 @@ def _resume(
     generators: tuple[torch.Generator, torch.Generator],
     config: TrainConfig,
     ema: torch.optim.swa_utils.AveragedModel | None = None,
-) -> tuple[int, int, list[dict[str, Any]], float]:
+) -> tuple[int, int, list[dict[str, Any]], float, dict[str, Any] | None]:
     payload = read_checkpoint(path)
     for key in ("optimizer_state", "scheduler_state", "epoch", "step", "rng"):
         if key not in payload:
@@ -590,6 +652,7 @@ def _resume(
         int(payload["step"]),
         list(payload.get("history", [])),
         float(payload.get("wall_time_s", 0.0)),
+        payload.get("fine_tuned_from"),
     )
 
 
@@ -681,6 +744,66 @@ def write_plots(
     if arrays.crops_perturbed is not None:
         plots.plot_class_crops(arrays.crops_perturbed, arrays.labels, names, folder / "class_crops.png")
     plots.plot_confusion_matrix(arrays.labels, arrays.pred_clean, names, folder / "confusion_matrix.png")
+
+
+def plots_from_checkpoint(
+    checkpoint: str | Path,
+    folder: str | Path,
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+) -> list[Path]:
+    """Draw a finished run's plots from its checkpoint (for runs trained with ``--no-plots``).
+
+    The same figures training writes at the end: the training curves from the checkpoint's history, and from
+    an evaluation on the test set (the checkpoint's config: perturbation, seed, rotation) the per-class crops,
+    the confusion matrix and, for models with a transformer, the angle against the rotation.
+
+    Args:
+        checkpoint: a ``model.pt`` (or ``checkpoint.pt``) written by training.
+        folder: where the PNG files go (created).
+        data_dir: GTSRB folder (default: the checkpoint's, else the usual resolution).
+        limit: only the first N test images.
+        device: where to run the evaluation.
+
+    Returns:
+        the PNG files written.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or one without a training config.
+    """
+    from training.models import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, device)
+    if loaded.train_config is None:
+        raise CheckpointError(f"{checkpoint}: has no training config to draw plots from")
+    config = config_from_dict(loaded.train_config)
+    data = config.data
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            data, data_dir=data_dir or data.data_dir, limit_test=limit, test_variant="lossless"
+        ),
+    )
+    test = load_test_data(config)
+    target = torch.device(device)
+    _, arrays = evaluate_arrays(
+        loaded.model,
+        test.images,
+        test.labels,
+        scale=data.perturbation_scale,
+        translation_scale=data.translation_scale,
+        seed=config.run.eval_seed,
+        device=target,
+        keep_crops=True,
+        rotation_deg=data.rotation_deg,
+    )
+    out = Path(folder)
+    write_plots(out, list(loaded.payload.get("history", [])), arrays, config)
+    if loaded.model.config.has_transformer:
+        write_rotation_plot(out, loaded.model, test.images, config, target)
+    return sorted(out.glob("*.png"))
 
 
 def rotated_test_study(

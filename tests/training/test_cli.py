@@ -45,6 +45,15 @@ def _one_error_line(err: str) -> str:
             "corrupt or not a torch checkpoint",
         ),
         (["reproduce", "no-such-grid"], "unknown grid 'no-such-grid'"),
+        (["plots", "--checkpoint", "{tmp}/missing.pt", "--out", "{tmp}/p"], "checkpoint not found"),
+        (
+            ["train", "--limit-train", "64", "--init-from", "{tmp}/corrupt.pt", "--out", "{tmp}/o"],
+            "corrupt or not a torch checkpoint",
+        ),
+        (
+            ["train", "--init-from", "{tmp}/corrupt.pt", "--resume", "{tmp}/corrupt.pt"],
+            "run.resume and run.init_from exclude each other",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(
@@ -148,6 +157,16 @@ def test_train_evaluate_export_end_to_end(
         capsys,
     )
     assert code == 0 and "model:" in stdout
+    assert not (out / "plots").exists()
+    # a run trained with --no-plots draws them afterwards from its checkpoint
+    code, stdout, _ = _run(
+        ["plots", "--checkpoint", str(out / "model.pt"), "--out", str(out / "plots"), "--limit", "40"],
+        capsys,
+    )
+    assert code == 0
+    for name in ("training_curves.png", "class_crops.png", "confusion_matrix.png", "angle_vs_rotation.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"wrote {out / 'plots' / name}" in stdout
     code, stdout, _ = _run(
         [
             "evaluate",

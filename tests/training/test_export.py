@@ -16,7 +16,14 @@ from training import geometry
 from training.data import RESIZE_METHOD, load_gtsrb
 from training.errors import ExportError
 from training.evaluate import evaluate_checkpoint
-from training.export import ExportModule, check_parity, export_bundle, export_onnx, mark_default
+from training.export import (
+    ExportModule,
+    check_parity,
+    export_bundle,
+    export_onnx,
+    fine_tuning_lineage,
+    mark_default,
+)
 from training.models import ModelConfig, build_model, save_checkpoint
 from training.models.common import TransformerClassifier
 
@@ -166,3 +173,24 @@ def test_every_type_exports_with_parity(cfg: ModelConfig, tmp_path: Path, real_i
     export_onnx(ExportModule(model), path)
     worst = check_parity(ExportModule(model), path, real_images)
     assert worst["logits"] <= 1e-4 and worst["warp"] <= 1e-4
+
+
+def test_card_records_a_fine_tuning_lineage_without_repeating_configs() -> None:
+    start = {"path": "a/model.pt", "sha256": "aa", "epochs": 30, "wall_time_s": 100.0, "train_config": {}}
+    second = {"path": "b/model.pt", "sha256": "bb", "epochs": 8, "wall_time_s": 10.0, "train_config": {}}
+    second["fine_tuned_from"] = start | {"fine_tuned_from": None}
+    assert fine_tuning_lineage({}) == {}
+    card = fine_tuning_lineage({"fine_tuned_from": second})["fine_tuned_from"]
+    assert card == {
+        "path": "b/model.pt",
+        "sha256": "bb",
+        "epochs": 8,
+        "wall_time_s": 10.0,
+        "fine_tuned_from": {
+            "path": "a/model.pt",
+            "sha256": "aa",
+            "epochs": 30,
+            "wall_time_s": 100.0,
+            "fine_tuned_from": None,
+        },
+    }

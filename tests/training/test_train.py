@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -99,12 +100,66 @@ def test_resume_rejects_final_model_and_other_model(gtsrb_dir: Path, tmp_path: P
         train(other)
 
 
+def test_init_from_starts_at_the_checkpoints_weights_with_a_fresh_step(
+    gtsrb_dir: Path, tmp_path: Path
+) -> None:
+    first = _tiny(gtsrb_dir, tmp_path / "first", max_steps=2, final_eval=False)
+    train(first)
+    start = tmp_path / "first" / "model.pt"
+    trained = load_checkpoint(start).model.state_dict()
+    # lr tiny, one step: the fine-tuned weights stay next to the checkpoint's, far from a fresh init
+    tune = replace(
+        first,
+        model=replace(first.model, sampler="linearized", eval_forward="expected"),  # no weights: allowed
+        optim=replace(first.optim, lr=1e-9, warmup_epochs=0.0),
+        run=replace(first.run, out=str(tmp_path / "tuned"), max_steps=1, init_from=str(start)),
+    )
+    result = train(tune)
+    assert result.steps == 1  # the step count starts fresh
+    lineage = torch.load(tmp_path / "tuned" / "model.pt", weights_only=True)["fine_tuned_from"]
+    assert lineage["sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+    assert lineage["epochs"] == 1 and lineage["path"] == str(start) and lineage["fine_tuned_from"] is None
+    assert lineage["train_config"]["model"]["sampler"] == "bilinear"
+    tuned = load_checkpoint(tmp_path / "tuned" / "model.pt").model.state_dict()
+    weights = [k for k in trained if trained[k].is_floating_point() and "running" not in k]
+    assert all(torch.allclose(tuned[k], trained[k], atol=1e-5) for k in weights)
+    fresh = train(replace(tune, run=replace(tune.run, out=str(tmp_path / "fresh"), init_from=None)))
+    assert fresh.model is not None
+    assert any(not torch.allclose(fresh.model.state_dict()[k], trained[k], atol=1e-3) for k in weights)
+
+
+def test_init_from_rejects_another_architecture_and_resume(gtsrb_dir: Path, tmp_path: Path) -> None:
+    config = _tiny(gtsrb_dir, tmp_path / "run", max_steps=1, final_eval=False)
+    train(config)
+    start = str(tmp_path / "run" / "model.pt")
+    other = replace(
+        config,
+        model=replace(config.model, warp_type="homography"),
+        run=replace(config.run, out=str(tmp_path / "other"), init_from=start),
+    )
+    with pytest.raises(CheckpointError, match=r"another architecture.*warp_type 'affine' vs 'homography'"):
+        train(other)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        train(replace(config, run=replace(config.run, init_from=str(tmp_path / "missing.pt"))))
+    with pytest.raises(ConfigError, match="exclude each other"):
+        replace(config.run, init_from=start, resume=start)
+
+
 def test_ema_and_augmentation_run_resume_and_save_the_average(gtsrb_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = _tiny(gtsrb_dir, out, max_steps=3, final_eval=False)
     config = replace(
         config,
-        data=replace(config.data, val_fraction=0.0, color_jitter=0.1, blur_prob=0.5, noise_std=2.0),
+        data=replace(
+            config.data,
+            val_fraction=0.0,
+            color_jitter=0.1,
+            blur_prob=0.5,
+            noise_std=2.0,
+            exposure_jitter=0.3,
+            saturation_jitter=0.3,
+            shadow_prob=0.5,
+        ),
         optim=replace(config.optim, ema_decay=0.5, epochs=2),
     )
     result = train(config)
@@ -173,7 +228,10 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
         ("optim.ema_decay=1", "optim.ema_decay = 1.0: expected 0 < value < 1"),
         ("data.blur_prob=2", "data.blur_prob = 2.0"),
         ("data.blur_max_sigma=3", "data.blur_max_sigma = 3.0"),
-        ("data.noise_std=-1", "data.color_jitter and data.noise_std must be >= 0"),
+        ("data.noise_std=-1", "data.noise_std = -1.0: expected a value >= 0"),
+        ("data.exposure_jitter=-0.1", "data.exposure_jitter = -0.1: expected a value >= 0"),
+        ("data.shadow_prob=1.5", "data.shadow_prob = 1.5: expected 0 <= value <= 1"),
+        ("data.shadow_min_gain=0", "data.shadow_min_gain = 0.0: expected 0 < value <= 0.9"),
         ('model.model_type="vit"', "model.model_type = 'vit'"),
         ('optim.optimizer="lbfgs"', "optim.optimizer"),
         ("data.val_fraction=1.0", "data.val_fraction"),
