@@ -29,7 +29,7 @@ from training import augment, distributed, evaluate, geometry
 from training.config import TrainConfig, config_from_dict
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
-from training.models import ModelConfig, TransformerClassifier, build_model, count_parameters, save_checkpoint
+from training.models import TransformerClassifier, build_model, count_parameters, save_checkpoint
 from training.models.checkpoint import read_checkpoint
 
 
@@ -587,21 +587,16 @@ def init_weights(model: TransformerClassifier, path: str, config: TrainConfig) -
     Raises:
         CheckpointError: unreadable file, another architecture, or weights that do not fit.
     """
-    payload = read_checkpoint(path)  # checks the format and that model_config / model_state are there
-    try:
-        stored = ModelConfig.from_dict(dict(payload["model_config"]))
-    except (TrainingError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read its model config: {exc}") from None
-    mine, theirs = asdict(config.model), asdict(stored)
-    differ = [k for k in mine if k not in _FINE_TUNE_FREE and mine[k] != theirs.get(k)]
+    from training.models import load_checkpoint
+
+    loaded = load_checkpoint(path)  # one-line CheckpointErrors for a missing, corrupt or unfitting file
+    mine, theirs = asdict(config.model), asdict(loaded.model_config)
+    differ = [k for k in mine if k not in _FINE_TUNE_FREE and mine[k] != theirs[k]]
     if differ:
-        shown = ", ".join(f"{k} {theirs.get(k)!r} vs {mine[k]!r}" for k in differ)
+        shown = ", ".join(f"{k} {theirs[k]!r} vs {mine[k]!r}" for k in differ)
         raise CheckpointError(f"{path}: another architecture than this run's model config ({shown})")
-    try:
-        model.load_state_dict(payload["model_state"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: its weights do not fit this model: {first}") from None
+    model.load_state_dict(loaded.model.state_dict())  # same architecture: the same parameters and buffers
+    payload = loaded.payload
     return {
         "path": str(path),
         "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
@@ -674,18 +669,7 @@ def _finish(
     if config.run.final_eval:
         test = load_test_data(config)
         plot_images = test.images
-        result, arrays = evaluate_arrays(
-            model,
-            test.images,
-            test.labels,
-            scale=config.data.perturbation_scale,
-            translation_scale=config.data.translation_scale,
-            seed=config.run.eval_seed,
-            device=device,
-            keep_crops=config.run.plots,
-            test_set=describe_test_set(test.source, len(test)),
-            rotation_deg=config.data.rotation_deg,
-        )
+        result, arrays = evaluate_test_set(model, test, config, device, keep_crops=config.run.plots)
         result.checkpoint = str(out / "model.pt")
         result.extra = {"training_wall_time_s": wall}
         if config.data.rotation_deg > 0 and model.config.has_transformer:
@@ -746,6 +730,24 @@ def write_plots(
     plots.plot_confusion_matrix(arrays.labels, arrays.pred_clean, names, folder / "confusion_matrix.png")
 
 
+def evaluate_test_set(
+    model: TransformerClassifier, test: Any, config: TrainConfig, device: torch.device, *, keep_crops: bool
+) -> tuple[EvalResult, EvalArrays]:
+    """``evaluate_arrays`` on a loaded test split with the run's protocol (perturbation, seed, rotation)."""
+    return evaluate_arrays(
+        model,
+        test.images,
+        test.labels,
+        scale=config.data.perturbation_scale,
+        translation_scale=config.data.translation_scale,
+        seed=config.run.eval_seed,
+        device=device,
+        keep_crops=keep_crops,
+        test_set=describe_test_set(test.source, len(test)),
+        rotation_deg=config.data.rotation_deg,
+    )
+
+
 def plots_from_checkpoint(
     checkpoint: str | Path,
     folder: str | Path,
@@ -788,17 +790,7 @@ def plots_from_checkpoint(
     )
     test = load_test_data(config)
     target = torch.device(device)
-    _, arrays = evaluate_arrays(
-        loaded.model,
-        test.images,
-        test.labels,
-        scale=data.perturbation_scale,
-        translation_scale=data.translation_scale,
-        seed=config.run.eval_seed,
-        device=target,
-        keep_crops=True,
-        rotation_deg=data.rotation_deg,
-    )
+    _, arrays = evaluate_test_set(loaded.model, test, config, target, keep_crops=True)
     out = Path(folder)
     write_plots(out, list(loaded.payload.get("history", [])), arrays, config)
     if loaded.model.config.has_transformer:
