@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="1.0.0", help="bundle version (default 1.0.0)")
     p.add_argument("--description", default="", help="free text for the model card")
     p.add_argument("--metrics", help="eval.json from `evaluate --json` or training (else evaluate here)")
+    p.add_argument(
+        "--val-metrics", help="val.json written by training (validation figures recorded in the card)"
+    )
     p.add_argument("--data-dir", help="GTSRB folder")
     p.add_argument("--limit", type=int, help="evaluate on the first N test images only (tests)")
     p.add_argument("--opset", type=int, default=17)
@@ -219,6 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         version=args.version,
         description=args.description,
         metrics=args.metrics,
+        validation=args.val_metrics,
         data_dir=args.data_dir,
         limit=args.limit,
         opset=args.opset,

@@ -26,7 +26,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from training import geometry
+from training import alignment, geometry
 from training.models.common import TransformerClassifier
 
 DEFAULT_EVAL_SEED = 1234
@@ -48,6 +48,9 @@ class EvalResult:
         sampler: the sampler's training mode.
         wall_time_s: seconds the evaluation took.
         checkpoint: the checkpoint evaluated, when known.
+        alignment: crop alignment against the annotated sign boxes, ``{"clean": ..., "perturbed": ...}``
+            (:class:`training.alignment.AlignmentFigures` as dicts), when the images carry ``roi50``.
+        extra: anything else a caller records (training wall time, rotation study).
     """
 
     test_set: str
@@ -62,6 +65,7 @@ class EvalResult:
     sampler: str
     wall_time_s: float
     checkpoint: str | None = None
+    alignment: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +90,7 @@ class EvalArrays:
         crops_perturbed: (N, 3, S, S) float32 0..255 aligned crops of the perturbed pass (None unless
             requested).
         warps_perturbed: (N, 3, 3) float32 final canonical warps of the perturbed pass.
+        warps_clean: (N, 3, 3) float32 final canonical warps of the clean pass.
     """
 
     labels: np.ndarray
@@ -93,6 +98,7 @@ class EvalArrays:
     pred_perturbed: np.ndarray
     crops_perturbed: np.ndarray | None
     warps_perturbed: np.ndarray
+    warps_clean: np.ndarray | None = None
 
 
 def describe_test_set(source: str, n: int) -> str:
@@ -157,6 +163,7 @@ def evaluate_arrays(
     keep_crops: bool = False,
     test_set: str = "",
     rotation_deg: float = 0.0,
+    roi50: np.ndarray | None = None,
 ) -> tuple[EvalResult, EvalArrays]:
     """Evaluate ``model`` on images in eval mode, clean and perturbed.
 
@@ -174,6 +181,8 @@ def evaluate_arrays(
             in [-rotation_deg, rotation_deg] (:func:`fixed_rotations` seeded with ``rotation_seed(seed)``,
             ``geometry.rotate_frames``), then perturbs the crop as usual; the result's ``perturbation`` then
             records ``rotation_deg`` and ``rotation_seed``.
+        roi50: (N, 4) annotated sign boxes in 50x50-frame pixels; when given (and no rotation is applied),
+            the result's ``alignment`` holds the crop-alignment figures of both passes.
 
     Returns:
         ``(EvalResult, EvalArrays)``.
@@ -196,12 +205,15 @@ def evaluate_arrays(
     pred_clean = np.empty(n, dtype=np.int64)
     pred_pert = np.empty(n, dtype=np.int64)
     out_warps = np.empty((n, 3, 3), dtype=np.float32)
+    clean_warps = np.empty((n, 3, 3), dtype=np.float32)
     crops: np.ndarray | None = None
     try:
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             x = torch.from_numpy(np.ascontiguousarray(images[lo:hi])).to(device).permute(0, 3, 1, 2).float()
-            pred_clean[lo:hi] = model(x).logits.argmax(1).cpu().numpy()
+            clean = model(x)
+            pred_clean[lo:hi] = clean.logits.argmax(1).cpu().numpy()
+            clean_warps[lo:hi] = clean.warp.float().cpu().numpy()
             if rotations is not None:
                 x = geometry.rotate_frames(x, rotations[lo:hi])
             out = model(x, warps[lo:hi].to(device))
@@ -232,7 +244,15 @@ def evaluate_arrays(
         sampler=model.config.sampler,
         wall_time_s=time.perf_counter() - start,
     )
-    return result, EvalArrays(labels, pred_clean, pred_pert, crops, out_warps)
+    if roi50 is not None and rotations is None:
+        boxes = np.asarray(roi50, dtype=np.float32)
+        result.alignment = {
+            "reference": "roi50 (GTSRB's annotated sign box in the 50x50 frame)",
+            "clean": alignment.alignment_figures(clean_warps, boxes, labels, k).to_dict(),
+            "perturbed": alignment.alignment_figures(out_warps, boxes, labels, k).to_dict(),
+        }
+        result.wall_time_s = time.perf_counter() - start
+    return result, EvalArrays(labels, pred_clean, pred_pert, crops, out_warps, clean_warps)
 
 
 @torch.no_grad()
@@ -387,6 +407,7 @@ def evaluate_checkpoint(
         device=device,
         test_set=describe_test_set(split.source, len(split)),
         rotation_deg=rotation_deg,
+        roi50=split.roi50,
     )
     result.checkpoint = str(checkpoint)
     return result, arrays
@@ -406,6 +427,16 @@ def format_result(result: EvalResult, class_names: list[str] | None = None, *, p
         f"perturbed error: {100 * result.error_perturbed:6.3f}% ({round(result.error_perturbed * n)}/{n})"
         f"  [scale {p['scale']}, translation {p['translation_scale']}, seed {p['seed']}{rotation}]",
     ]
+    if result.alignment:
+        lines.append(
+            "crop alignment vs the annotated sign box (IoU median / p5 / >=0.7, corner px, >10% outside):"
+        )
+        for key in ("clean", "perturbed"):
+            a = result.alignment[key]
+            lines.append(
+                f"  {key:<9} {a['iou_median']:.3f} / {a['iou_p5']:.3f} / {100 * a['share_iou_ge_0_7']:.1f}%, "
+                f"{a['mean_corner_px']:.2f} px, {100 * a['share_outside_gt_10pct']:.2f}%"
+            )
     if per_class:
         lines.append(f"{'class':>5} {'images':>6} {'clean':>8} {'perturbed':>9}  name")
         for k, count in enumerate(result.class_counts):

@@ -170,8 +170,13 @@ def build_card(
     class_names: list[str],
     sha256: str,
     opset: int,
+    validation: EvalResult | None = None,
 ) -> dict[str, Any]:
-    """The model.json dict of docs/model-bundle.md (schema version 1)."""
+    """The model.json dict of docs/model-bundle.md (schema version 1).
+
+    ``metrics`` are the test figures; ``validation`` (optional) the figures on the held-out training tracks
+    the recipe was chosen on. Each carries its crop-alignment summary when measured.
+    """
     from training.data import RESIZE_METHOD
 
     cfg = loaded.model_config
@@ -228,7 +233,9 @@ def build_card(
             "perturbation": dict(metrics.perturbation),
             "inference_forward": metrics.inference_forward,
             "num_parameters": count_parameters(model),
-        },
+        }
+        | _alignment_entry(metrics)
+        | _validation_entry(validation),
         "training": {
             "config": train_cfg,
             "device": payload.get("device"),
@@ -239,6 +246,38 @@ def build_card(
         | fine_tuning_lineage(payload),
         "onnx": {"file": "model.onnx", "opset": opset, "sha256": sha256},
     }
+
+
+def _alignment_summary(result: EvalResult) -> dict[str, Any] | None:
+    """The clean and perturbed crop-alignment figures of a result without their per-class lists."""
+    if not result.alignment:
+        return None
+    return {
+        key: {k: v for k, v in result.alignment[key].items() if k != "per_class"}
+        for key in ("clean", "perturbed")
+    } | {"reference": result.alignment.get("reference")}
+
+
+def _alignment_entry(result: EvalResult) -> dict[str, Any]:
+    summary = _alignment_summary(result)
+    return {} if summary is None else {"alignment": summary}
+
+
+def _validation_entry(validation: EvalResult | None) -> dict[str, Any]:
+    """``{"validation": ...}``: the validation split's figures (separate from the test figures), or ``{}``."""
+    if validation is None:
+        return {}
+    entry: dict[str, Any] = {
+        "set": validation.test_set,
+        "num_images": validation.num_images,
+        "error_clean": validation.error_clean,
+        "error_perturbed": validation.error_perturbed,
+        "split": dict(validation.extra),
+    }
+    summary = _alignment_summary(validation)
+    if summary is not None:
+        entry["alignment"] = summary
+    return {"validation": entry}
 
 
 def fine_tuning_lineage(payload: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +307,7 @@ def export_bundle(
     version: str = "1.0.0",
     description: str = "",
     metrics: str | Path | EvalResult | None = None,
+    validation: str | Path | EvalResult | None = None,
     data_dir: str | Path | None = None,
     limit: int | None = None,
     parity_images: int = 8,
@@ -285,6 +325,8 @@ def export_bundle(
         description: free text for the card.
         metrics: an eval.json path or an :class:`EvalResult`; None runs the evaluation here (full test set
             unless ``limit``).
+        validation: the run's val.json (or an :class:`EvalResult`): figures on the held-out training tracks,
+            recorded in the card's ``metrics.validation``; None records none.
         data_dir: GTSRB folder (class names, parity images, evaluation).
         limit: evaluate on the first N test images only (tests; the card records ``num_images``).
         parity_images: real test images in the larger parity batch.
@@ -320,6 +362,13 @@ def export_bundle(
             f"metrics were computed with inference forward {result.inference_forward!r}, but the model "
             f"exports {inference_forward_of(model)!r}"
         )
+    val_result = (
+        None
+        if validation is None
+        else validation
+        if isinstance(validation, EvalResult)
+        else load_metrics(validation)
+    )
 
     module = ExportModule(model).eval()
     parity = load_gtsrb(root, "test", limit=max(2, parity_images))
@@ -339,6 +388,7 @@ def export_bundle(
             class_names=class_names,
             sha256=digest,
             opset=opset,
+            validation=val_result,
         )
         json_tmp = Path(tmp) / "model.json"
         json_tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

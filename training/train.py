@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import augment, distributed, evaluate, geometry
+from training import alignment, augment, distributed, evaluate, geometry
 from training.config import TrainConfig, config_from_dict
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
@@ -172,7 +172,19 @@ def split_train_val(split: Any, config: TrainConfig) -> tuple[np.ndarray, np.nda
     n = len(split)
     if config.data.val_fraction == 0 or split.track_uid is None:
         return np.arange(n), np.arange(0)
-    return split_by_track(split.track_uid, config.data.val_fraction, config.run.seed)
+    return split_by_track(split.track_uid, config.data.val_fraction, _val_seed(config))
+
+
+def _alignment_boxes(split: Any, config: TrainConfig) -> torch.Tensor:
+    """(N, 4) float32 annotated sign boxes of the training split (alignment loss, ``target="roi"``)."""
+    if config.optim.align_target != "roi":
+        return torch.zeros(len(split), 4)
+    if split.roi50 is None:
+        raise ConfigError(
+            f"optim.align_weight = {config.optim.align_weight} with align_target = 'roi' needs the annotated "
+            f"sign boxes (roi50), which {split.source} does not carry: use the packed GTSRB arrays"
+        )
+    return torch.from_numpy(np.ascontiguousarray(split.roi50))
 
 
 def build_optimizer(model: TransformerClassifier, config: TrainConfig) -> torch.optim.Optimizer:
@@ -271,6 +283,8 @@ def _train(
     train_idx, val_idx = split_train_val(split, config)
     images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()  # (N, 3, 50, 50) uint8
     labels = torch.from_numpy(split.labels)
+    align_weight = config.optim.align_weight if config.model.has_transformer else 0.0
+    roi50 = _alignment_boxes(split, config) if align_weight > 0 else None
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
 
@@ -351,6 +365,14 @@ def _train(
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 output = ddp_model(x, init)
                 loss = F.cross_entropy(output.logits.float(), y, label_smoothing=config.optim.label_smoothing)
+                if align_weight > 0:
+                    targets = alignment.target_corners(
+                        None if roi50 is None else roi50[rows.cpu()],
+                        config.optim.align_target,
+                        config.optim.align_margin_px,
+                        x.shape[0],
+                    )
+                    loss = loss + align_weight * alignment.alignment_loss(output.warp, targets)
             if _non_finite(loss, ctx):
                 bad_steps += 1
                 if ctx.enabled or bad_steps >= MAX_BAD_STEPS:
@@ -406,9 +428,14 @@ def _train(
                 device=device,
                 test_set="validation",
                 rotation_deg=config.data.rotation_deg,
+                roi50=None if split.roi50 is None else split.roi50[val_idx],
             )
             record["val_error_clean"] = val.error_clean
             record["val_error_perturbed"] = val.error_perturbed
+            if val.alignment is not None:
+                record["val_iou_median_clean"] = val.alignment["clean"]["iou_median"]
+                record["val_iou_median_perturbed"] = val.alignment["perturbed"]["iou_median"]
+                record["val_outside_clean"] = val.alignment["clean"]["share_outside_gt_10pct"]
         record["elapsed_s"] = prior_wall + time.perf_counter() - start_wall
         history.append(record)
         if ctx.is_main:
@@ -456,7 +483,7 @@ def _train(
             | _lineage_entry(lineage),
         )
         log(f"wrote {model_path} ({_format_duration(wall)} wall time)", ctx)
-        if config.run.final_eval or config.run.plots:
+        if config.run.final_eval or config.run.plots or len(val_idx):
             result.eval = _finish(model, config, out, device, history, wall, split, val_idx)
     distributed.barrier(ctx)
     return result
@@ -666,6 +693,8 @@ def _finish(
     arrays: EvalArrays | None = None
     rotation: tuple[np.ndarray, np.ndarray] | None = None
     plot_images = split.images[val_idx] if len(val_idx) else split.images
+    if len(val_idx):
+        write_validation(model, config, out, device, split, val_idx)
     if config.run.final_eval:
         test = load_test_data(config)
         plot_images = test.images
@@ -713,6 +742,48 @@ def _finish(
     return result
 
 
+def write_validation(
+    model: TransformerClassifier,
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    split: Any,
+    val_idx: np.ndarray,
+) -> EvalResult:
+    """The final model on the validation tracks, clean and perturbed, with crop alignment (``val.json``)."""
+    result, _ = evaluate_arrays(
+        model,
+        split.images[val_idx],
+        split.labels[val_idx],
+        scale=config.data.perturbation_scale,
+        translation_scale=config.data.translation_scale,
+        seed=config.run.eval_seed,
+        device=device,
+        test_set=f"validation: {len(val_idx)} images of held-out training tracks ({Path(split.source).name})",
+        rotation_deg=config.data.rotation_deg,
+        roi50=None if split.roi50 is None else split.roi50[val_idx],
+    )
+    result.checkpoint = str(out / "model.pt")
+    result.extra = {"val_fraction": config.data.val_fraction, "val_seed": _val_seed(config)}
+    result.write_json(out / "val.json")
+    log(
+        f"validation error {100 * result.error_clean:.3f}% clean, "
+        f"{100 * result.error_perturbed:.3f}% perturbed"
+        + (
+            f"; crop IoU median {result.alignment['clean']['iou_median']:.3f} clean, "
+            f"{result.alignment['perturbed']['iou_median']:.3f} perturbed"
+            if result.alignment
+            else ""
+        ),
+        distributed.DistContext(),
+    )
+    return result
+
+
+def _val_seed(config: TrainConfig) -> int:
+    return config.run.seed if config.data.val_seed is None else config.data.val_seed
+
+
 def write_plots(
     folder: Path, history: list[dict[str, Any]], arrays: EvalArrays | None, config: TrainConfig
 ) -> None:
@@ -745,6 +816,7 @@ def evaluate_test_set(
         keep_crops=keep_crops,
         test_set=describe_test_set(test.source, len(test)),
         rotation_deg=config.data.rotation_deg,
+        roi50=test.roi50,
     )
 
 

@@ -25,6 +25,9 @@ class GtsrbSplit:
         source: the file or folder the split was read from.
         names: optional (N,) str image ids without extension: ``"CCCCC/TTTTT_NNNNN"`` (class folder, track,
             index) for training data, ``"NNNNN"`` (official test file number) for test data.
+        roi50: optional (N, 4) float32 annotated sign boxes ``(x0, y0, x1, y1)`` in 50x50-frame pixels
+            (edges at integers, the frame spans [0, 50]): GTSRB's ROI scaled by ``50 / width`` and
+            ``50 / height``.
     """
 
     images: np.ndarray
@@ -32,6 +35,7 @@ class GtsrbSplit:
     track_uid: np.ndarray | None
     source: str
     names: np.ndarray | None = None
+    roi50: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0] if self.labels.ndim == 1 else -1
@@ -49,6 +53,10 @@ class GtsrbSplit:
             value = getattr(self, name)
             if value is not None and value.shape != (n,):
                 raise ShapeError(f"GtsrbSplit.{name}: expected ({n},), got {value.shape}")
+        if self.roi50 is not None and (self.roi50.shape != (n, 4) or self.roi50.dtype != np.float32):
+            raise ShapeError(
+                f"GtsrbSplit.roi50: expected ({n}, 4) float32, got {self.roi50.shape} {self.roi50.dtype}"
+            )
         if self.track_uid is not None and self.track_uid.dtype != np.int32:
             raise ShapeError(f"GtsrbSplit.track_uid: expected int32, got {self.track_uid.dtype}")
 
@@ -64,4 +72,5 @@ class GtsrbSplit:
             track_uid=None if self.track_uid is None else self.track_uid[idx],
             source=self.source,
             names=None if self.names is None else self.names[idx],
+            roi50=None if self.roi50 is None else self.roi50[idx],
         )

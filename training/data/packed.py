@@ -73,11 +73,25 @@ def load_packed(
 
     track_uid = _track_uid(meta, labels)
     names = _names(meta, labels)
+    roi50 = _roi50(path, meta, labels.shape[0])
     if index is not None:
         labels = labels[index]
         track_uid = None if track_uid is None else track_uid[index]
         names = None if names is None else names[index]
-    return GtsrbSplit(images=images, labels=labels, track_uid=track_uid, source=str(path), names=names)
+        roi50 = None if roi50 is None else roi50[index]
+    return GtsrbSplit(
+        images=images, labels=labels, track_uid=track_uid, source=str(path), names=names, roi50=roi50
+    )
+
+
+def _roi50(path: Path, arrays: dict[str, np.ndarray], total: int) -> np.ndarray | None:
+    """(N, 4) float32 sign boxes in the 50x50 frame, when the file has ``roi50``."""
+    if "roi50" not in arrays:
+        return None
+    roi = np.asarray(arrays["roi50"])
+    if roi.shape != (total, 4):
+        raise DataError(f"{path}: roi50: expected ({total}, 4), got {roi.shape}")
+    return roi.astype(np.float32, copy=False)
 
 
 def _check_labels(path: Path, raw: np.ndarray) -> np.ndarray:
