@@ -36,7 +36,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # read-only for the app user: the models belong to root
 COPY models /app/models
-USER app
+# numeric (the uid:gid of `app`), so that Kubernetes' runAsNonRoot can check it without reading /etc/passwd
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
