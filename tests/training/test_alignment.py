@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _similarity(scale: float, tx: float = 0.0, ty: float = 0.0, angle_deg: float = 0.0) -> np.ndarray:
-    """(1, 3, 3) canonical warp: rotate and scale the canonical box about its centre, then shift (canonical)."""
+    """(1, 3, 3) canonical warp: turn and scale the canonical box about its centre, then shift it."""
     a = math.radians(angle_deg)
     c, s = scale * math.cos(a), scale * math.sin(a)
     return np.array([[[c, -s, tx], [s, c, ty], [0.0, 0.0, 1.0]]])
@@ -37,7 +37,7 @@ def test_identity_warp_gives_the_analytic_box_iou() -> None:
 
 
 def test_known_shift_and_scale() -> None:
-    # Half the size (18 px a side), shifted right by half a canonical unit (9 px): x in [25, 43], y in [16, 34].
+    # Half the size (18 px a side), shifted right by half a canonical unit (9 px): [25, 43] x [16, 34].
     quads = alignment.crop_quads(_similarity(0.5, tx=0.5))
     np.testing.assert_allclose(quads[0], [[25, 16], [43, 16], [43, 34], [25, 34]], atol=1e-12)
     box = np.array([[7.0, 7.0, 43.0, 43.0]])
