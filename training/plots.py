@@ -303,3 +303,67 @@ def plot_alignment_recall(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_crop_comparison(
+    images: np.ndarray,
+    boxes: np.ndarray,
+    quads: Mapping[str, np.ndarray],
+    crops: Mapping[str, np.ndarray],
+    titles: Sequence[str],
+    path: str | Path,
+) -> Path:
+    """Aligned crops of several models on the same photos, with the annotated sign box.
+
+    One column per photo. Top row: the 50x50 frame with the annotated box (white, dashed) and each model's
+    crop quadrilateral (one colour per model; corners may lie outside the frame, the axes show the whole
+    quadrilateral). Below: one row of crops per model.
+
+    Args:
+        images: (N, 50, 50, 3) uint8 RGB frames.
+        boxes: (N, 4) annotated boxes (x0, y0, x1, y1), frame pixels (edges at integers).
+        quads: model name -> (N, 4, 2) crop corners in frame pixels (``alignment.crop_quads``).
+        crops: model name -> (N, 3, S, S) crops, 0..255 (same keys as ``quads``).
+        titles: N column titles.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    n = int(images.shape[0])
+    names = list(quads)
+    if images.ndim != 4 or images.shape[1:] != (50, 50, 3) or boxes.shape != (n, 4) or len(titles) != n:
+        raise ShapeError("plot_crop_comparison: expected (N, 50, 50, 3) images, (N, 4) boxes and N titles")
+    colours = ["#e41a1c", "#4daf4a", "#377eb8", "#ff7f00"]
+    fig = _new_figure(1.9 * n, 1.9 * (1 + len(names)) + 0.4)
+    grid = fig.add_gridspec(1 + len(names), n)
+    for i in range(n):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(images[i], extent=(0, 50, 50, 0), interpolation="nearest")
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], "--", color="white", lw=1.2)
+        lo, hi = 0.0, 50.0
+        for k, name in enumerate(names):
+            q = np.asarray(quads[name][i])
+            closed = np.vstack([q, q[:1]])
+            ax.plot(closed[:, 0], closed[:, 1], color=colours[k % len(colours)], lw=1.5, label=name)
+            lo, hi = min(lo, float(q.min())), max(hi, float(q.max()))
+        ax.set_xlim(lo - 1, hi + 1)
+        ax.set_ylim(hi + 1, lo - 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(titles[i], fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=6, loc="lower left", framealpha=0.6)
+        for k, name in enumerate(names):
+            cax = fig.add_subplot(grid[1 + k, i])
+            crop = np.clip(np.asarray(crops[name][i]).transpose(1, 2, 0) / 255.0, 0, 1)
+            cax.imshow(crop, interpolation="nearest")
+            cax.set_xticks([])
+            cax.set_yticks([])
+            for spine in cax.spines.values():
+                spine.set_edgecolor(colours[k % len(colours)])
+                spine.set_linewidth(2)
+            if i == 0:
+                cax.set_ylabel(name, fontsize=8)
+    return _save(fig, path)
