@@ -27,8 +27,8 @@ test: install-dev
 	$(PY) -m pytest -q
 
 lint: install-dev
-	$(VENV)/bin/ruff check training service tests benchmarks
-	$(VENV)/bin/ruff format --check training service tests benchmarks
+	$(VENV)/bin/ruff check training service tests benchmarks scripts
+	$(VENV)/bin/ruff format --check training service tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 clean:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tests.training.sampling.gtsrb import load_images
+from training.data.tensors import packed_images
 from training.sampling.diagnostics import direction_cosine, translation_descent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=11, help="offsets per axis")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "figures" / "gradient_field.png")
     args = parser.parse_args()
-    image = load_images(args.data, [args.index])[0]
+    image = packed_images(args.data, [args.index])[0]
     draw(image, args.out, args.extent, args.steps)
     print(f"wrote {args.out}")
 

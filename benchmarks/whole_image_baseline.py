@@ -27,7 +27,7 @@ from training.config import OptimConfig, TrainConfig
 from training.data import load_gtsrb, resolve_data_dir
 from training.models.backbones import build_classifier
 from training.models.common import standardize
-from training.train import build_scheduler
+from training.optim import build_scheduler
 
 NUM_CLASSES = 43
 

@@ -1,163 +1,51 @@
-"""Model bundles (docs/model-bundle.md, schema version 1): the card schema, discovery, loading and validation.
+"""Model bundles (docs/model-bundle.md, schema version 1): discovery, loading and validation.
 
-A bundle is a folder ``<models_dir>/<name>/`` holding ``model.json`` (the card) and ``model.onnx``. Loading
-checks, in order: the card parses and matches the schema; the ONNX file exists and its sha256 equals the
-card's; onnxruntime builds a session; the graph has the declared input and outputs; a probe batch returns
-``logits`` (N, num_classes), ``warp`` (N, 3, 3) and ``crop`` (N, 3, S, S) with finite values. Any failure is a
-:class:`~service.errors.BundleError` naming the file and the check.
+The card's schema and its validation are the contract's (:mod:`service.contract`, which training's export
+uses too); this module adds what serving needs on top. A bundle is a folder ``<models_dir>/<name>/`` holding
+``model.json`` (the card) and ``model.onnx``. Loading checks, in order: the card parses and matches the
+schema; the ONNX file exists and its sha256 equals the card's; onnxruntime builds a session; the graph has the
+declared input and outputs; a probe batch returns ``logits`` (N, num_classes), ``warp`` (N, 3, 3) and ``crop``
+(N, 3, S, S) with finite values. Any failure is a :class:`~service.errors.BundleError` naming the file and
+the check.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.contract import (
+    CARD_FILE,
+    DEFAULT_MARKER,
+    NAME_PATTERN,
+    SCHEMA_VERSION,
+    CardError,
+    ModelCard,
+    parse_card,
+    sha256_file,
+)
 from service.errors import BundleError
 
-CARD_FILE = "model.json"
-DEFAULT_MARKER = "DEFAULT"
-SCHEMA_VERSION = 1
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class _Strictish(BaseModel):
-    """Known fields are typed; unknown ones are kept (shown on the model card) rather than refused."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class ClassEntry(_Strictish):
-    id: int = Field(ge=0)
-    name: str
-
-
-class ResizeSpec(_Strictish):
-    library: Literal["Pillow"]
-    method: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
-    keep_aspect_ratio: Literal[False]
-
-
-class InputSpec(_Strictish):
-    name: str
-    shape: list[int | None] = Field(min_length=4, max_length=4)
-    layout: Literal["NCHW"]
-    dtype: Literal["float32"]
-    color: Literal["RGB"]
-    value_range: tuple[float, float]
-    resize: ResizeSpec
-
-
-class OutputSpec(_Strictish):
-    name: str
-    shape: list[int | None]
-
-
-class OutputsSpec(_Strictish):
-    logits: OutputSpec
-    warp: OutputSpec
-    crop: OutputSpec
-
-
-class CanonicalCrop(_Strictish):
-    frame: tuple[int, int]
-    box: tuple[float, float, float, float]
-
-
-class OnnxSpec(_Strictish):
-    file: str = "model.onnx"
-    opset: int | None = None
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
-
-
-class SamplerSpec(_Strictish):
-    train: str | None = None
-    inference: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelCard(_Strictish):
-    """``model.json``. The service relies on name, version, classes, input, outputs, canonical_crop and
-    onnx.sha256; the other fields are optional here and shown as they are on the model card."""
-
-    schema_version: Literal[1]
-    name: str
-    version: str
-    created: str | None = None
-    description: str = ""
-    model_type: str | None = None
-    arch: str | None = None
-    warp_type: str | None = None
-    sampler: SamplerSpec | None = None
-    downsampling_rate: int | None = None
-    num_classes: int | None = None
-    classes: list[ClassEntry] = Field(min_length=1)
-    input: InputSpec
-    outputs: OutputsSpec
-    canonical_crop: CanonicalCrop
-    metrics: dict[str, Any] | None = None
-    training: dict[str, Any] | None = None
-    onnx: OnnxSpec
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ModelCard:
-        ids = [c.id for c in self.classes]
-        if ids != list(range(len(ids))):
-            raise ValueError(f"classes must have ids 0..{len(ids) - 1} in order, got {ids[:5]}...")
-        if self.num_classes is not None and self.num_classes != len(self.classes):
-            raise ValueError(f"num_classes is {self.num_classes} but {len(self.classes)} classes are listed")
-        channels, height, width = self.input.shape[1:]
-        resize = self.input.resize
-        if channels != 3 or (height, width) != (resize.height, resize.width):
-            raise ValueError(
-                f"input.shape {self.input.shape} does not match 3 x resize {resize.height}x{resize.width}"
-            )
-        if tuple(self.canonical_crop.frame) != (resize.width, resize.height):
-            raise ValueError(
-                f"canonical_crop.frame {self.canonical_crop.frame} differs from the input size "
-                f"{resize.width}x{resize.height}"
-            )
-        x0, y0, x1, y1 = self.canonical_crop.box
-        if not (x1 > x0 and y1 > y0):
-            raise ValueError(f"canonical_crop.box {self.canonical_crop.box} is empty")
-        if "/" in self.onnx.file or "\\" in self.onnx.file or self.onnx.file in {"", ".", ".."}:
-            raise ValueError(f"onnx.file must be a file name inside the bundle, got {self.onnx.file!r}")
-        if len(self.outputs.crop.shape) != 4 or len(self.outputs.logits.shape) != 2:
-            raise ValueError("outputs.logits must be (N, C) and outputs.crop (N, 3, S, S)")
-        return self
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(width, height) of the network frame."""
-        return self.input.resize.width, self.input.resize.height
-
-    @property
-    def crop_side(self) -> int | None:
-        """S of the network's own crop output, when the card declares it."""
-        return self.outputs.crop.shape[-1]
-
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.classes]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = [
+    "CARD_FILE",
+    "DEFAULT_MARKER",
+    "NAME_PATTERN",
+    "SCHEMA_VERSION",
+    "Bundle",
+    "ModelCard",
+    "check_name",
+    "discover",
+    "load_bundle",
+    "read_card",
+    "resolve_default",
+    "sha256_file",
+]
 
 
 def check_name(name: str) -> str:
@@ -176,20 +64,10 @@ def read_card(folder: Path) -> ModelCard:
         raise BundleError(f"{path}: missing") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BundleError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(
-            f"{path}: schema_version {raw.get('schema_version')!r} is not supported "
-            f"(expected {SCHEMA_VERSION})"
-        )
     try:
-        card = ModelCard.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(card)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise BundleError(f"{path}: does not match the bundle schema: {problems}") from exc
+        card = parse_card(raw)
+    except CardError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
     if card.name != folder.name:
         raise BundleError(f"{path}: name {card.name!r} differs from the bundle folder name {folder.name!r}")
     return card

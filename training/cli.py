@@ -1,8 +1,10 @@
 """``python -m training train|evaluate|export|plots|reproduce|align`` (console script ``stn-train``).
 
 Every :class:`TrainingError` (bad data folder, bad config key, missing or corrupt checkpoint, failed
-export) ends with one line ``error: <message>`` on stderr and exit status 2; an unexpected exception prints
-one line and exits 1 (with the traceback under ``--debug``); argparse usage errors exit 2.
+export) ends with one line ``error: <message>`` on stderr and exit status 2, and so does a command run without
+the training extra installed (torch, onnx, matplotlib: the line names ``pip install -e '.[training]'``); an
+unexpected exception prints one line and exits 1 (with the traceback under ``--debug``); argparse usage errors
+exit 2.
 """
 
 from __future__ import annotations
@@ -15,34 +17,80 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
+from training.reproduce import GRID_DIR, load_grid  # re-exported: `reproduce` used to live here
+
+__all__ = ["GRID_DIR", "build_parser", "load_grid", "main"]
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_ERROR = 2
 
-# Explicit flags of `train`: (flag, config section.key, type, help).
-_TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--model", "model.model_type", str, "cnn | stn | icstn | stn-c | stn-sl"),
-    ("--arch", "model.arch", str, "paper | large"),
-    ("--warp", "model.warp_type", str, "translation | similarity | affine | homography"),
-    ("--sampler", "model.sampler", str, "bilinear | nearest | bicubic | linearized | multiscale"),
-    ("--eval-forward", "model.eval_forward", str, "linearized sampler's eval forward: bilinear | expected"),
-    ("--rate", "model.downsampling_rate", int, "downsampling rate r: 1 | 2 | 4 | 8"),
-    ("--warp-n", "model.warp_n", int, "IC-STN recurrent warps"),
-    ("--epochs", "optim.epochs", int, "epochs"),
-    ("--batch-size", "optim.batch_size", int, "images per step (per process)"),
-    ("--lr", "optim.lr", float, "peak learning rate"),
-    ("--data-dir", "data.data_dir", str, "GTSRB folder (default: $GTSRB_DATA_DIR or ../shared/data/gtsrb)"),
-    ("--limit-train", "data.limit_train", int, "train on a seeded random subset of N images"),
-    ("--limit-test", "data.limit_test", int, "final evaluation on the first N test images"),
-    ("--out", "run.out", str, "output folder"),
-    ("--seed", "run.seed", int, "random seed"),
-    ("--resume", "run.resume", str, "resume from a checkpoint (out/checkpoint.pt)"),
-    ("--init-from", "run.init_from", str, "fine-tune: start from a checkpoint's weights, fresh optimizer"),
-    ("--threads", "run.threads", int, "torch intra-op threads"),
-    ("--device", "run.device", str, "auto | cpu | cuda"),
-    ("--max-steps", "run.max_steps", int, "stop after N optimizer steps"),
-]
+TRAINING_EXTRA = ("torch", "onnx", "matplotlib")
+"""Top-level modules of the ``training`` extra (pyproject.toml), absent from a service-only install."""
+
+
+def _one_of(values: tuple[object, ...]) -> str:
+    return " | ".join(map(str, values))
+
+
+def _train_flags() -> list[tuple[str, str, type, str]]:
+    """Explicit flags of `train`: (flag, config section.key, type, help)."""
+    from training.conventions import DOWNSAMPLING_RATES, EVAL_FORWARDS, SAMPLING_MODES, WARP_TYPES
+    from training.models.config import ARCHS, MODEL_TYPES
+
+    return [
+        ("--model", "model.model_type", str, _one_of(MODEL_TYPES)),
+        ("--arch", "model.arch", str, _one_of(ARCHS)),
+        ("--warp", "model.warp_type", str, _one_of(WARP_TYPES)),
+        ("--sampler", "model.sampler", str, _one_of(SAMPLING_MODES)),
+        (
+            "--eval-forward",
+            "model.eval_forward",
+            str,
+            f"linearized sampler's eval forward: {_one_of(EVAL_FORWARDS)}",
+        ),
+        ("--rate", "model.downsampling_rate", int, f"downsampling rate r: {_one_of(DOWNSAMPLING_RATES)}"),
+        ("--warp-n", "model.warp_n", int, "IC-STN recurrent warps"),
+        ("--epochs", "optim.epochs", int, "epochs"),
+        ("--batch-size", "optim.batch_size", int, "images per step (per process)"),
+        ("--lr", "optim.lr", float, "peak learning rate"),
+        (
+            "--data-dir",
+            "data.data_dir",
+            str,
+            "GTSRB folder (default: $GTSRB_DATA_DIR or ../shared/data/gtsrb)",
+        ),
+        ("--limit-train", "data.limit_train", int, "train on a seeded random subset of N images"),
+        ("--limit-test", "data.limit_test", int, "final evaluation on the first N test images"),
+        ("--out", "run.out", str, "output folder"),
+        ("--seed", "run.seed", int, "random seed"),
+        ("--resume", "run.resume", str, "resume from a checkpoint (out/checkpoint.pt)"),
+        (
+            "--init-from",
+            "run.init_from",
+            str,
+            "fine-tune: start from a checkpoint's weights, fresh optimizer",
+        ),
+        ("--threads", "run.threads", int, "torch intra-op threads"),
+        ("--device", "run.device", str, "auto | cpu | cuda"),
+        ("--max-steps", "run.max_steps", int, "stop after N optimizer steps"),
+    ]
+
+
+_METAVARS = {
+    "--data-dir": "DIR",
+    "--out": "DIR",
+    "--resume": "CHECKPOINT",
+    "--init-from": "CHECKPOINT",
+    "--rate": "R",
+}
+
+
+def _metavar(flag: str, typ: type) -> str:
+    """What the help shows after a flag: N for counts, else a word for the value (``--limit-train N``)."""
+    if flag in _METAVARS:
+        return _METAVARS[flag]
+    return "N" if typ is int and flag != "--seed" else flag.lstrip("-").upper().replace("-", "_")
 
 
 def _add_common(parser: argparse.ArgumentParser, *, sub: bool = True) -> None:
@@ -57,17 +105,29 @@ def _add_common(parser: argparse.ArgumentParser, *, sub: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of all subcommands."""
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    from training.conventions import EVAL_FORWARDS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and export spatial-transformer traffic-sign classifiers (GTSRB).",
+    )
     _add_common(parser, sub=False)
     commands = "{train,evaluate,export,plots,reproduce,align}"
     sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
 
     p = sub.add_parser("train", help="train a model (config file + overrides)")
     _add_common(p)
-    p.add_argument("--config", help="TOML config file (training/configs/*.toml)")
+    p.add_argument("--config", metavar="FILE", help="TOML config file (training/configs/*.toml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
-    for flag, key, typ, text in _TRAIN_FLAGS:
-        p.add_argument(flag, dest=key.replace(".", "__"), type=typ, default=None, help=f"{text} ({key})")
+    for flag, key, typ, text in _train_flags():
+        p.add_argument(
+            flag,
+            dest=key.replace(".", "__"),
+            type=typ,
+            default=None,
+            metavar=_metavar(flag, typ),
+            help=f"{text} (config key {key})",
+        )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-final-eval", action="store_true", help="skip the final test-set evaluation")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -86,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-per-class", action="store_true", help="overall figures only")
     p.add_argument(
         "--eval-forward",
-        choices=["bilinear", "expected"],
+        choices=EVAL_FORWARDS,
         help="override the linearized sampler's inference forward (default: the checkpoint's)",
     )
 
@@ -106,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument(
         "--eval-forward",
-        choices=["bilinear", "expected"],
+        choices=EVAL_FORWARDS,
         help="override the linearized sampler's inference forward (default: the checkpoint's)",
     )
     p.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -135,35 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     from training.experiments.align_cli import add_arguments as add_align_arguments
 
-    p = sub.add_parser("align", help="alignment study: recover known warps through each sampler (issue 5)")
+    p = sub.add_parser("align", help="alignment study: recover known warps through each sampler")
     _add_common(p)
     add_align_arguments(p)
     return parser
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from training.config import TrainConfig, apply_overrides, load_config_file
+    from training.config import TrainConfig, apply_overrides, load_config_file, toml_literal
 
     config = load_config_file(args.config) if args.config else TrainConfig()
     config = apply_overrides(config, list(args.set))
     flags = []
-    for _flag, key, _typ, _text in _TRAIN_FLAGS:
+    for _flag, key, _typ, _text in _train_flags():
         value = getattr(args, key.replace(".", "__"))
         if value is not None:
-            flags.append(f"{key}={_toml_literal(value)}")
+            flags.append(f"{key}={toml_literal(value)}")
     if args.no_plots:
         flags.append("run.plots=false")
     if args.no_final_eval:
         flags.append("run.final_eval=false")
     return apply_overrides(config, flags)
-
-
-def _toml_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(value)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -240,9 +292,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-GRID_DIR = Path(__file__).resolve().parent / "configs"
-
-
 def cmd_plots(args: argparse.Namespace) -> int:
     """``plots``: training curves, class crops, confusion matrix and rotation plot of a checkpoint."""
     import torch
@@ -259,135 +308,17 @@ def cmd_plots(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def load_grid(name: str) -> tuple[Path, dict[str, list[Any]], list[str]]:
-    """Read a grid file: ``training/configs/grid-<name>.toml`` or a path.
-
-    A grid file holds ``base`` (a config file, relative to the grid file), ``[axes]``
-    (``"section.key" = [values]``; every combination is one run) and optionally ``[set]``
-    (``"section.key" = value`` for every run).
-
-    Returns:
-        ``(base config path, axes, fixed overrides as "section.key=value" strings)``.
-    """
-    import tomllib
-
-    from training.errors import ConfigError
-
-    path = Path(name)
-    if not path.is_file():
-        path = GRID_DIR / f"grid-{name}.toml"
-    if not path.is_file():
-        known = sorted(p.stem.removeprefix("grid-") for p in GRID_DIR.glob("grid-*.toml"))
-        raise ConfigError(f"unknown grid {name!r} (known: {', '.join(known)})")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot parse grid file {path}: {exc}") from None
-    axes = data.get("axes")
-    if not isinstance(axes, dict) or not axes or not all(isinstance(v, list) and v for v in axes.values()):
-        raise ConfigError(f"{path}: [axes] must map section.key to non-empty lists")
-    base = (path.parent / str(data.get("base", "paper.toml"))).resolve()
-    fixed = [f"{k}={_toml_literal(v)}" for k, v in dict(data.get("set", {})).items()]
-    return base, axes, fixed
-
-
-def _run_name(combo: dict[str, Any]) -> str:
-    parts = []
-    for key, value in combo.items():
-        short = key.split(".")[-1]
-        parts.append(f"r{value}" if short == "downsampling_rate" else str(value))
-    return "-".join(parts).replace("/", "_")
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """``reproduce``: run every combination of a grid, sequentially or ``--jobs`` processes at a time.
+    """``reproduce``: run every combination of a grid (:func:`training.reproduce.reproduce`)."""
+    from training.reproduce import reproduce
 
-    Each run is ``python -m training train --config <base> --set ...`` in its own process with its output
-    in ``<out>/<run>/`` (log in ``train.log``); when it ends, ``<out>/<run>/result.json`` records its
-    overrides, exit status and test figures, and a line is appended to ``<out>/results.jsonl``. Runs whose
-    result.json records success are skipped, so an interrupted grid resumes.
-    """
-    import itertools
-    import json
-    import os
-    import subprocess
-    import time
-
-    from training.config import apply_overrides, load_config_file
-
-    base, axes, fixed = load_grid(args.grid)
-    out = Path(args.out)
-    keys = list(axes)
-    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values())]
-    jobs = max(1, args.jobs)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    runs: list[tuple[str, list[str]]] = []
-    for combo in combos:
-        name = _run_name(combo)
-        sets = [*fixed, *(f"{k}={_toml_literal(v)}" for k, v in combo.items()), *args.set]
-        sets += [f"run.out={_toml_literal(str(out / name))}", f"run.threads={threads}"]
-        apply_overrides(load_config_file(base), sets)  # validate every run before starting any
-        runs.append((name, sets))
-    print(f"grid {args.grid}: {len(runs)} runs from {base}, {jobs} at a time, {threads} threads each")
-    if args.dry_run:
-        for name, sets in runs:
-            print(f"{name}: " + " ".join(sets))
-        return EXIT_OK
-    out.mkdir(parents=True, exist_ok=True)
-    pending = [r for r in runs if not _succeeded(out / r[0] / "result.json")]
-    running: list[tuple[str, list[str], subprocess.Popen[bytes], float, Any]] = []
-    failed = 0
-    while pending or running:
-        while pending and len(running) < jobs:
-            name, sets = pending.pop(0)
-            (out / name).mkdir(parents=True, exist_ok=True)
-            log = open(out / name / "train.log", "wb")  # noqa: SIM115 - closed when the run ends
-            cmd = [sys.executable, "-m", "training", "train", "--config", str(base)]
-            for s in sets:
-                cmd += ["--set", s]
-            running.append((name, sets, subprocess.Popen(cmd, stdout=log, stderr=log), time.time(), log))
-            print(f"started {name}", flush=True)
-        time.sleep(1.0)
-        for item in list(running):
-            name, sets, proc, started, log = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            result: dict[str, Any] = {
-                "name": name,
-                "overrides": sets,
-                "returncode": proc.returncode,
-                "wall_time_s": time.time() - started,
-            }
-            eval_path = out / name / "eval.json"
-            if proc.returncode == 0 and eval_path.is_file():
-                result["eval"] = json.loads(eval_path.read_text(encoding="utf-8"))
-            else:
-                failed += 1
-            (out / name / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            with open(out / "results.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(result) + "\n")
-            e = result.get("eval", {})
-            figures = (
-                f"{100 * e['error_clean']:.2f}% clean, {100 * e['error_perturbed']:.2f}% perturbed"
-                if e
-                else f"FAILED (exit {proc.returncode}, see {out / name / 'train.log'})"
-            )
-            print(f"finished {name}: {figures}", flush=True)
+    runs, failed = reproduce(
+        args.grid, Path(args.out), jobs=args.jobs, sets=list(args.set), dry_run=args.dry_run
+    )
     if failed:
-        print(f"error: {failed} of {len(runs)} runs failed", file=sys.stderr)
+        print(f"error: {failed} of {runs} runs failed", file=sys.stderr)
         return EXIT_UNEXPECTED
     return EXIT_OK
-
-
-def _succeeded(path: Path) -> bool:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("returncode") == 0
-    except (OSError, ValueError):
-        return False
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -424,6 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
+        if isinstance(exc, ModuleNotFoundError) and exc.name in TRAINING_EXTRA:
+            print(
+                f"error: `python -m training {args.command}` needs the training extra "
+                f"({exc.name} is not installed): pip install -e '.[training]'",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         print(
             f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (run with --debug for a traceback)",
             file=sys.stderr,

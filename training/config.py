@@ -349,6 +349,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
+def toml_literal(value: object) -> str:
+    """``value`` written as a TOML literal, for a ``section.key=value`` override (the inverse of
+    :func:`parse_override`'s value parsing for booleans, strings and numbers)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``--set section.key=value`` overrides in order."""
     for text in overrides:

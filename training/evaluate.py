@@ -11,6 +11,9 @@ Rotated GTSRB (``data.rotation_deg > 0``, issue 5): the perturbed pass also rota
 ``rotation_seed(seed)`` (:func:`fixed_rotations`); the same angles drive :func:`rotation_study`, so the
 angle-against-rotation figure and the rotated error are measured on the same inputs. The rotation is in the
 pixels, not in the initial warp, so every model (STN-C's first layers too) sees rotated signs.
+
+One file on purpose (about 450 lines): every reported figure (test, validation, rotated, alignment) comes from
+the one :func:`evaluate_arrays` protocol and its :class:`EvalResult` here, so they cannot drift apart.
 """
 
 from __future__ import annotations

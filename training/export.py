@@ -9,7 +9,6 @@ The bundle's test errors come from an evaluation that used the same inference fo
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,17 +20,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.contract import INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, CardError, make_card, sha256_file
+from training.conventions import CROP_BOX, FRAME_SIZE, RESIZE_METHOD
 from training.errors import ExportError
 from training.evaluate import EvalResult, evaluate_checkpoint, inference_forward_of
 from training.models import ExportModule, count_parameters, load_checkpoint
-from training.models.config import CANONICAL_SIZE, FRAME_SIZE
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+    "SCHEMA_VERSION",
+    "ExportModule",
+    "ExportReport",
+    "build_card",
+    "check_onnx",
+    "check_parity",
+    "export_bundle",
+    "export_onnx",
+    "fine_tuning_lineage",
+    "load_metrics",
+    "mark_default",
+    "sha256_file",
+]
+
 DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-4
 CROP_ATOL = 1e-2  # 0..255 scale
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("logits", "warp", "crop")
 
 
 @dataclass
@@ -44,15 +58,6 @@ class ExportReport:
     sha256: str
     max_abs_diff: dict[str, float]
     card: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(module: ExportModule, path: Path, opset: int = DEFAULT_OPSET) -> None:
@@ -172,80 +177,62 @@ def build_card(
     opset: int,
     validation: EvalResult | None = None,
 ) -> dict[str, Any]:
-    """The model.json dict of docs/model-bundle.md (schema version 1).
+    """The model.json dict of docs/model-bundle.md (schema version 1), built and validated by the contract.
 
     ``metrics`` are the test figures; ``validation`` (optional) the figures on the held-out training tracks
     the recipe was chosen on. Each carries its crop-alignment summary when measured.
-    """
-    from training.data import RESIZE_METHOD
 
+    Raises:
+        ExportError: the card does not match the contract (:func:`service.contract.make_card`).
+    """
     cfg = loaded.model_config
     payload = loaded.payload
     model = loaded.model
-    size = cfg.crop_size
-    k = cfg.num_classes
-    inference = inference_forward_of(model)
-    train_cfg = loaded.train_config or {}
     sampler_options: dict[str, Any] = {"num_samples": cfg.num_samples} if cfg.sampler == "linearized" else {}
     if cfg.sampler == "linearized":
         sampler_options["eval_forward"] = cfg.eval_forward
-    box = (FRAME_SIZE - CANONICAL_SIZE) // 2
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "version": version,
-        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "description": description,
-        "model_type": cfg.model_type,
-        "arch": cfg.arch,
-        "warp_type": cfg.warp_type,
-        "sampler": {"train": cfg.sampler, "inference": inference, "options": sampler_options},
-        "downsampling_rate": cfg.downsampling_rate,
-        "num_classes": k,
-        "classes": [{"id": i, "name": class_names[i]} for i in range(k)],
-        "input": {
-            "name": INPUT_NAME,
-            "shape": [None, 3, FRAME_SIZE, FRAME_SIZE],
-            "layout": "NCHW",
-            "dtype": "float32",
-            "color": "RGB",
-            "value_range": [0, 255],
-            "resize": dict(RESIZE_METHOD),
-        },
-        "outputs": {
-            "logits": {"name": "logits", "shape": [None, k]},
-            "warp": {
-                "name": "warp",
-                "shape": [None, 3, 3],
-                "frame": "50x50 pixel edges, canonical crop -> input",
-            },
-            "crop": {"name": "crop", "shape": [None, 3, size, size]},
-        },
-        "canonical_crop": {
-            "frame": [FRAME_SIZE, FRAME_SIZE],
-            "box": [box, box, box + CANONICAL_SIZE, box + CANONICAL_SIZE],
-        },
-        "metrics": {
-            "test_set": metrics.test_set,
-            "num_images": metrics.num_images,
-            "test_error_clean": metrics.error_clean,
-            "test_error_perturbed": metrics.error_perturbed,
-            "perturbation": dict(metrics.perturbation),
-            "inference_forward": metrics.inference_forward,
-            "num_parameters": count_parameters(model),
-        }
-        | _alignment_entry(metrics)
-        | _validation_entry(validation),
-        "training": {
-            "config": train_cfg,
-            "device": payload.get("device"),
-            "wall_time_s": payload.get("wall_time_s"),
-            "epochs": payload.get("epoch"),
-            "torch_version": str(payload.get("torch_version", torch.__version__)),
-        }
-        | fine_tuning_lineage(payload),
-        "onnx": {"file": "model.onnx", "opset": opset, "sha256": sha256},
-    }
+    sampler = {"train": cfg.sampler, "inference": inference_forward_of(model), "options": sampler_options}
+    if len(class_names) < cfg.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a model of {cfg.num_classes} classes")
+    try:
+        return make_card(
+            name=name,
+            version=version,
+            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            description=description,
+            model_type=cfg.model_type,
+            arch=cfg.arch,
+            warp_type=cfg.warp_type,
+            sampler=sampler,
+            downsampling_rate=cfg.downsampling_rate,
+            class_names=class_names[: cfg.num_classes],
+            resize=RESIZE_METHOD,
+            box=CROP_BOX,
+            crop_side=cfg.crop_size,
+            onnx_sha256=sha256,
+            opset=opset,
+            metrics={
+                "test_set": metrics.test_set,
+                "num_images": metrics.num_images,
+                "test_error_clean": metrics.error_clean,
+                "test_error_perturbed": metrics.error_perturbed,
+                "perturbation": dict(metrics.perturbation),
+                "inference_forward": metrics.inference_forward,
+                "num_parameters": count_parameters(model),
+            }
+            | _alignment_entry(metrics)
+            | _validation_entry(validation),
+            training={
+                "config": loaded.train_config or {},
+                "device": payload.get("device"),
+                "wall_time_s": payload.get("wall_time_s"),
+                "epochs": payload.get("epoch"),
+                "torch_version": str(payload.get("torch_version", torch.__version__)),
+            }
+            | fine_tuning_lineage(payload),
+        )
+    except CardError as exc:
+        raise ExportError(f"the model card does not match the bundle contract: {exc}") from None
 
 
 def _alignment_summary(result: EvalResult) -> dict[str, Any] | None:

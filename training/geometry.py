@@ -22,6 +22,10 @@ Conventions
 * **Bundles** report warps in the 50x50 pixel frame (docs/model-bundle.md): ``to_pixel_frame(M) = S M S^-1``
   with ``S = canonical_to_pixel()``.
 
+One file on purpose (about 440 lines): the warp conventions above and all the maths that depends on them
+stay side by side, so a change to one is made next to the others (the constants live in
+:mod:`training.conventions`).
+
 Everything here is torch only; the functions used inside models (``params_to_matrix``, ``compose``,
 ``invert``, ``sampling_grid``, ``to_pixel_frame``) use matmul and elementwise operations only, so they export
 to ONNX.
@@ -29,33 +33,25 @@ to ONNX.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import torch
 import torch.nn.functional as F
 
+from training.conventions import (
+    CANONICAL_UNIT_PX,
+    CROP_BOX,
+    FRAME_EXTENT,
+    FRAME_SIZE,
+    WARP_DIMS,
+    WARP_TYPES,
+)
 from training.errors import ConfigError, ShapeError, TrainingError
 
-WarpType = Literal["translation", "similarity", "affine", "homography"]
-WARP_TYPES: Final[tuple[WarpType, ...]] = ("translation", "similarity", "affine", "homography")
-WARP_DIMS: Final[dict[str, int]] = {"translation": 2, "similarity": 4, "affine": 6, "homography": 8}
-"""Number of parameters of each warp type."""
-
-FRAME_PX: Final = 50
-"""Side of the network's input frame in pixels."""
-CANONICAL_UNIT_PX: Final = 18
-"""Pixels per canonical unit (half the side of the 36 px canonical box)."""
-CROP_BOX_PX: Final = (7, 7, 43, 43)
-"""The canonical crop box (x0, y0, x1, y1) in 50x50-frame pixel coordinates (edges at integers)."""
-FRAME_EXTENT: Final = FRAME_PX / (2 * CANONICAL_UNIT_PX)
-"""Half-side of the whole 50x50 frame in canonical units (25/18)."""
-
-
-def crop_size(downsampling_rate: int) -> int:
-    """Side of the transformer's output at downsampling rate r: 36 / r rounded half up (36, 18, 9, 5)."""
-    if downsampling_rate < 1:
-        raise ConfigError(f"downsampling_rate: expected a positive integer, got {downsampling_rate}")
-    return int(2 * CANONICAL_UNIT_PX / downsampling_rate + 0.5)
+FRAME_PX: Final = FRAME_SIZE
+"""Side of the network's input frame in pixels (:data:`training.conventions.FRAME_SIZE`)."""
+CROP_BOX_PX: Final = CROP_BOX
+"""The canonical crop box in frame pixels (:data:`training.conventions.CROP_BOX`)."""
 
 
 def _tracing() -> bool:

@@ -11,7 +11,6 @@ the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import shutil
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from service.contract import make_card, sha256_file
 
 FRAME = 50
 BOX = (7.0, 7.0, 43.0, 43.0)
@@ -135,50 +136,36 @@ def build_bundle(
 def write_card(
     folder: Path, classes: list[dict[str, Any]], *, version: str, **overrides: Any
 ) -> dict[str, Any]:
-    """Write ``folder/model.json`` for ``folder/model.onnx`` (sha256 computed); returns the card."""
-    digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
-    card: dict[str, Any] = {
-        "schema_version": 1,
-        "name": folder.name,
-        "version": version,
-        "created": "2026-11-22T03:00:00Z",
-        "description": "tiny untrained STN built by the service tests",
-        "model_type": "stn",
-        "arch": "paper",
-        "warp_type": "affine",
-        "sampler": {"train": "bilinear", "inference": "bilinear", "options": {}},
-        "downsampling_rate": 1,
-        "num_classes": len(classes),
-        "classes": classes,
-        "input": {
-            "name": "image",
-            "shape": [None, 3, FRAME, FRAME],
-            "layout": "NCHW",
-            "dtype": "float32",
-            "color": "RGB",
-            "value_range": [0, 255],
-            "resize": {
-                "library": "Pillow",
-                "method": "bilinear",
-                "width": FRAME,
-                "height": FRAME,
-                "keep_aspect_ratio": False,
-            },
+    """Write ``folder/model.json`` for ``folder/model.onnx`` (sha256 computed); returns the card.
+
+    The card is built by the contract (:func:`service.contract.make_card`, as export builds it); ``overrides``
+    replace top-level entries afterwards, unvalidated, so a test can write a card that breaks the contract.
+    """
+    card = make_card(
+        name=folder.name,
+        version=version,
+        created="2026-11-22T03:00:00Z",
+        description="tiny untrained STN built by the service tests",
+        model_type="stn",
+        arch="paper",
+        warp_type="affine",
+        sampler={"train": "bilinear", "inference": "bilinear", "options": {}},
+        downsampling_rate=1,
+        class_names=[c["name"] for c in classes],
+        resize={
+            "library": "Pillow",
+            "method": "bilinear",
+            "width": FRAME,
+            "height": FRAME,
+            "keep_aspect_ratio": False,
         },
-        "outputs": {
-            "logits": {"name": "logits", "shape": [None, len(classes)]},
-            "warp": {
-                "name": "warp",
-                "shape": [None, 3, 3],
-                "frame": "50x50 pixel edges, canonical crop -> input",
-            },
-            "crop": {"name": "crop", "shape": [None, 3, CROP, CROP]},
-        },
-        "canonical_crop": {"frame": [FRAME, FRAME], "box": list(BOX)},
-        "metrics": {"test_error_clean": 0.95, "test_error_perturbed": 0.96, "num_parameters": 2000},
-        "training": {"device": "cpu", "epochs": 0},
-        "onnx": {"file": "model.onnx", "opset": 17, "sha256": digest},
-    }
+        box=BOX,
+        crop_side=CROP,
+        onnx_sha256=sha256_file(folder / "model.onnx"),
+        opset=17,
+        metrics={"test_error_clean": 0.95, "test_error_perturbed": 0.96, "num_parameters": 2000},
+        training={"device": "cpu", "epochs": 0},
+    )
     card.update(overrides)
     (folder / "model.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     return card
@@ -220,7 +207,7 @@ def break_bundle(
         onnx_path.unlink()
     elif how == "corrupt_onnx":
         onnx_path.write_bytes(b"not an onnx model" * 100)
-        card["onnx"]["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        card["onnx"]["sha256"] = sha256_file(onnx_path)
         card_path.write_text(json.dumps(card))
     elif how == "sha256_mismatch":
         onnx_path.write_bytes(onnx_path.read_bytes() + b"\x00")
@@ -229,7 +216,7 @@ def break_bundle(
             raise ValueError("wrong_output_shapes needs a scratch folder and the classes")
         other = build_bundle(scratch / "other", folder.name, classes, onnx_classes=10)
         shutil.copy(other / "model.onnx", onnx_path)
-        card["onnx"]["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        card["onnx"]["sha256"] = sha256_file(onnx_path)
         card_path.write_text(json.dumps(card))
     else:
         raise ValueError(f"unknown breakage {how!r}; expected one of {BREAKAGES}")

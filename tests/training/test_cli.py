@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,33 @@ def test_reproduce_runs_a_grid_and_resumes(
         assert (out / r["name"] / "result.json").is_file() and (out / r["name"] / "model.pt").is_file()
     code, stdout, _ = _run(["reproduce", str(grid), "--out", str(out)], capsys)
     assert code == 0 and "started" not in stdout  # both runs already succeeded
+
+
+def test_help_is_written_for_users(capsys: pytest.CaptureFixture[str]) -> None:
+    texts = []
+    for argv in ([], ["train"], ["evaluate"], ["export"], ["plots"], ["reproduce"], ["align"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([*argv, "--help"])
+        assert exit_info.value.code == 0
+        texts.append(capsys.readouterr().out)
+    text = "\n".join(texts)
+    assert "__" not in text  # no internal dests such as MODEL__MODEL_TYPE as metavars
+    assert re.search(r"issue \d", text) is None
+    assert "--limit-train N" in text and "--init-from CHECKPOINT" in text
+
+
+@pytest.mark.parametrize("argv", [["train", "--max-steps", "1"], ["evaluate", "--checkpoint", "m.pt"]])
+def test_without_the_training_extra_the_cli_names_it(argv: list[str]) -> None:
+    # a service-only install: torch, onnx and matplotlib cannot be imported
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'onnx', 'matplotlib'): sys.modules[name] = None\n"
+        "from training.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: `python -m training {argv[0]}` needs the training extra (torch is not installed): "
+        "pip install -e '.[training]'"
+    )

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.conventions import crop_size
 from training.data import load_packed
 from training.errors import ConfigError, ShapeError
 from training.geometry import (
@@ -18,7 +19,6 @@ from training.geometry import (
     WARP_TYPES,
     canonical_corners,
     compose,
-    crop_size,
     fit_homography,
     from_pixel_frame,
     invert,

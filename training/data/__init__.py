@@ -1,6 +1,7 @@
 """GTSRB data: packed 50x50 arrays, the official directory layout, splits by track.
 
-Imports numpy and Pillow only (no torch).
+Imports numpy and Pillow only (no torch); :mod:`training.data.tensors` (the images as torch tensors, for the
+sampler tests and benchmarks) is the one torch module, and it is not imported here.
 """
 
 from training.data.classes import load_class_names

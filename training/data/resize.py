@@ -13,17 +13,12 @@ from typing import Final
 import numpy as np
 from PIL import Image
 
-NETWORK_INPUT_SIZE: Final = 50
-"""Side of the network's square input frame in pixels."""
+from training.conventions import FRAME_SIZE, RESIZE_METHOD
 
-RESIZE_METHOD: Final[dict[str, object]] = {
-    "library": "Pillow",
-    "method": "bilinear",
-    "width": NETWORK_INPUT_SIZE,
-    "height": NETWORK_INPUT_SIZE,
-    "keep_aspect_ratio": False,
-}
-"""The resize recorded in a bundle's ``input.resize``; copy it (``dict(RESIZE_METHOD)``) to change it."""
+__all__ = ["NETWORK_INPUT_SIZE", "RESIZE_METHOD", "resize_to_network_input"]
+
+NETWORK_INPUT_SIZE: Final = FRAME_SIZE
+"""Side of the network's square input frame in pixels (:data:`training.conventions.FRAME_SIZE`)."""
 
 
 def resize_to_network_input(img: Image.Image) -> np.ndarray:

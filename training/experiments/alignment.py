@@ -26,6 +26,9 @@ The learning rate of each (sampler, rate) cell is chosen by a sweep on separate 
 the evaluation images, with their own warps): the rate with the highest tuning recall wins, ties going to the
 smaller rate. Everything is seeded (:class:`AlignmentConfig`), so a rerun gives the same figures on the same
 machine and torch version.
+
+One file on purpose (about 450 lines): the study's protocol (targets, samplers, the sweep, the cell runner and
+its result) reads top to bottom as the experiment is described above.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import geometry
+from training import conventions, geometry
 from training.errors import ConfigError, ShapeError
 from training.experiments.config import (
     NUM_TEST_IMAGES,
@@ -251,7 +254,7 @@ def run_cell(
     Returns:
         The :class:`CellResult`.
     """
-    size = geometry.crop_size(rate)
+    size = conventions.crop_size(rate)
     targets = alignment_targets(images, true_warps, size)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()

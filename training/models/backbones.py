@@ -27,10 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from training.conventions import WARP_DIMS
 from training.models.common import zero_init
-
-#: Parameters per warp type (translation, similarity, affine, homography).
-WARP_DIMS = {"translation": 2, "similarity": 4, "affine": 6, "homography": 8}
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

@@ -8,25 +8,34 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from training.conventions import (
+    CANONICAL_SIZE,
+    DOWNSAMPLING_RATES,
+    EVAL_FORWARDS,
+    FRAME_SIZE,
+    SAMPLING_MODES,
+    WARP_TYPES,
+    crop_size,
+)
 from training.errors import ConfigError
+
+__all__ = [
+    "ARCHS",
+    "CANONICAL_SIZE",
+    "DOWNSAMPLING_RATES",
+    "EVAL_FORWARDS",
+    "FRAME_SIZE",
+    "LOC_INPUTS",
+    "MODEL_TYPES",
+    "SAMPLING_MODES",
+    "WARP_TYPES",
+    "ModelConfig",
+    "crop_size",
+]
 
 MODEL_TYPES = ("cnn", "stn", "icstn", "stn-c", "stn-sl")
 ARCHS = ("paper", "poster", "large")
 LOC_INPUTS = ("full", "output")
-WARP_TYPES = ("translation", "similarity", "affine", "homography")
-SAMPLER_MODES = ("bilinear", "nearest", "bicubic", "linearized", "multiscale")
-EVAL_FORWARDS = ("bilinear", "expected")
-DOWNSAMPLING_RATES = (1, 2, 4, 8)
-
-#: Side of the canonical crop in 50x50-frame pixels (the box [7, 43]^2).
-CANONICAL_SIZE = 36
-#: Side of the network's input frame (the whole image resized to 50x50).
-FRAME_SIZE = 50
-
-
-def crop_size(rate: int) -> int:
-    """Side S of the transformer's output at downsampling rate r: 36 / r rounded half up (36, 18, 9, 5)."""
-    return int(CANONICAL_SIZE / rate + 0.5)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class ModelConfig:
             ("model_type", self.model_type, MODEL_TYPES),
             ("arch", self.arch, ARCHS),
             ("warp_type", self.warp_type, WARP_TYPES),
-            ("sampler", self.sampler, SAMPLER_MODES),
+            ("sampler", self.sampler, SAMPLING_MODES),
             ("eval_forward", self.eval_forward, EVAL_FORWARDS),
             ("downsampling_rate", self.downsampling_rate, DOWNSAMPLING_RATES),
             ("loc_input", self.loc_input, LOC_INPUTS),

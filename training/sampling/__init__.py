@@ -3,11 +3,21 @@
 Public API::
 
     from training.sampling import grid_sample, GridSampler, SAMPLING_MODES
+
+The names are loaded on first use, so importing a torch-free module of this package (``modes``) does not
+import torch.
 """
 
-from training.sampling.functional import expected_linearized_sample, grid_sample
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from training._lazy import lazy_exports
 from training.sampling.modes import EVAL_FORWARDS, PADDING_MODES, SAMPLING_MODES
-from training.sampling.module import GridSampler
+
+if TYPE_CHECKING:
+    from training.sampling.functional import expected_linearized_sample, grid_sample
+    from training.sampling.module import GridSampler
 
 __all__ = [
     "EVAL_FORWARDS",
@@ -17,3 +27,12 @@ __all__ = [
     "expected_linearized_sample",
     "grid_sample",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "grid_sample": "training.sampling.functional",
+        "expected_linearized_sample": "training.sampling.functional",
+        "GridSampler": "training.sampling.module",
+    },
+)

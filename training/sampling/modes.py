@@ -1,17 +1,29 @@
-"""Names of the sampling modes, padding modes and inference forwards (no torch import)."""
+"""Names of the sampling modes, padding modes and inference forwards (no torch import).
+
+A re-export of :mod:`training.conventions`, where they are defined, kept so the sampler package can import
+them from beside it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from training.conventions import (
+    EVAL_FORWARDS,
+    INTERPOLATION_CODES,
+    PADDING_CODES,
+    PADDING_MODES,
+    SAMPLING_MODES,
+    EvalForward,
+    PaddingMode,
+    SamplingMode,
+)
 
-SamplingMode = Literal["bilinear", "nearest", "bicubic", "linearized", "multiscale"]
-PaddingMode = Literal["zeros", "border", "reflection"]
-EvalForward = Literal["bilinear", "expected"]
-
-SAMPLING_MODES: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "linearized", "multiscale")
-PADDING_MODES: tuple[str, ...] = ("zeros", "border", "reflection")
-EVAL_FORWARDS: tuple[str, ...] = ("bilinear", "expected")
-
-# The integer codes of aten's grid_sampler kernels.
-INTERPOLATION_CODES: dict[str, int] = {"bilinear": 0, "nearest": 1, "bicubic": 2}
-PADDING_CODES: dict[str, int] = {"zeros": 0, "border": 1, "reflection": 2}
+__all__ = [
+    "EVAL_FORWARDS",
+    "INTERPOLATION_CODES",
+    "PADDING_CODES",
+    "PADDING_MODES",
+    "SAMPLING_MODES",
+    "EvalForward",
+    "PaddingMode",
+    "SamplingMode",
+]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.sampling.gtsrb import load_images
 from training.cli import main
+from training.data.tensors import packed_images
 from training.errors import ConfigError, ShapeError
 from training.experiments.alignment import (
     CellResult,
@@ -32,7 +32,7 @@ ROWS = (0, 3157, 6314, 9471)  # unrelated signs spread over the test set
 @pytest.fixture(scope="module")
 def images(gtsrb_dir: Path) -> torch.Tensor:
     """4 GTSRB test images, float32 (4, 3, 50, 50) in [0, 1]."""
-    return load_images(gtsrb_dir / "gtsrb50_test_lossless.npz", ROWS)
+    return packed_images(gtsrb_dir / "gtsrb50_test_lossless.npz", ROWS)
 
 
 def _eye(n: int) -> torch.Tensor:

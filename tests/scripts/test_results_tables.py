@@ -1,11 +1,11 @@
-"""docs/results.md's issue-5 tables are what ``benchmarks.results_tables`` makes from the committed JSON."""
+"""docs/results.md's issue-5 tables are what ``scripts.results_tables`` makes from the committed JSON."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks import results_tables
+from scripts import results_tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -14,7 +14,7 @@ def test_docs_results_tables_match_the_committed_json() -> None:
     doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
     found = results_tables.blocks(doc)
     assert {"alignment", "alignment-sweep", "rotation", "grid"} <= set(found)
-    assert results_tables.render(doc) == doc, "run: python -m benchmarks.results_tables --write"
+    assert results_tables.render(doc) == doc, "run: python -m scripts.results_tables --write"
     assert results_tables.main(["--check"]) == 0
 
 

@@ -4,8 +4,8 @@ Starts the real service (``python -m service``) on a free loopback port over a m
 page in Debian's chromium driven by Playwright (``executable_path=/usr/bin/chromium``, never a downloaded
 browser), uploads the image through the page's file input, waits for the result and saves a full-page PNG::
 
-    python benchmarks/screenshot_demo.py                        # <repo>/models, docs/figures/demo_page.png
-    python benchmarks/screenshot_demo.py --models-dir /tmp/models --image path/to/sign.png --out page.png
+    python scripts/screenshot_demo.py                        # <repo>/models, docs/figures/demo_page.png
+    python scripts/screenshot_demo.py --models-dir /tmp/models --image path/to/sign.png --out page.png
 
 Needs the ``chromium`` Debian package and the ``playwright`` Python package (no ``playwright install``).
 """

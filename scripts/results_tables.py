@@ -1,7 +1,7 @@
 """Regenerate the markdown tables of docs/results.md (issue 5 sections) from the committed JSON.
 
 Each generated table sits in docs/results.md between ``<!-- results-tables:NAME:begin -->`` and
-``<!-- results-tables:NAME:end -->``; ``tests/training/test_results_tables.py`` fails when the markdown and
+``<!-- results-tables:NAME:end -->``; ``tests/scripts/test_results_tables.py`` fails when the markdown and
 the JSON disagree, so the docs cannot drift from the raw results.
 
 Sources (paths relative to the repository root):
@@ -18,10 +18,10 @@ Sources (paths relative to the repository root):
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.results_tables            # print every table
-    .venv/bin/python -m benchmarks.results_tables --collect runs/rotation --write   # copy runs, then rewrite
-    .venv/bin/python -m benchmarks.results_tables --write    # rewrite the marked blocks of docs/results.md
-    .venv/bin/python -m benchmarks.results_tables --check    # exit 1 when docs/results.md is out of date
+    .venv/bin/python -m scripts.results_tables            # print every table
+    .venv/bin/python -m scripts.results_tables --collect runs/rotation --write   # copy runs, then rewrite
+    .venv/bin/python -m scripts.results_tables --write    # rewrite the marked blocks of docs/results.md
+    .venv/bin/python -m scripts.results_tables --check    # exit 1 when docs/results.md is out of date
 """
 
 from __future__ import annotations
@@ -396,9 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = render(doc, args.results)
     if args.check:
         if fresh != doc:
-            print(
-                f"{args.doc} is out of date: run python -m benchmarks.results_tables --write", file=sys.stderr
-            )
+            print(f"{args.doc} is out of date: run python -m scripts.results_tables --write", file=sys.stderr)
             return 1
         return 0
     args.doc.write_text(fresh, encoding="utf-8")
