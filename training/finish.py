@@ -17,7 +17,7 @@ from training.errors import CheckpointError
 from training.evaluate import EvalArrays, EvalResult, describe_test_set, evaluate_arrays
 from training.inputs import load_test_data, val_seed
 from training.models import TransformerClassifier
-from training.reporting import log, write_metrics
+from training.reporting import evaluate_validation, log, write_metrics
 
 
 def finish(
@@ -93,18 +93,9 @@ def write_validation(
     val_idx: np.ndarray,
 ) -> EvalResult:
     """The final model on the validation tracks, clean and perturbed, with crop alignment (``val.json``)."""
-    result, _ = evaluate_arrays(
-        model,
-        split.images[val_idx],
-        split.labels[val_idx],
-        scale=config.data.perturbation_scale,
-        translation_scale=config.data.translation_scale,
-        seed=config.run.eval_seed,
-        device=device,
-        test_set=f"validation: {len(val_idx)} images of held-out training tracks ({Path(split.source).name})",
-        rotation_deg=config.data.rotation_deg,
-        roi50=None if split.roi50 is None else split.roi50[val_idx],
-    )
+    source = Path(split.source).name
+    test_set = f"validation: {len(val_idx)} images of held-out training tracks ({source})"
+    result = evaluate_validation(model, split, val_idx, config, device, test_set)
     result.checkpoint = str(out / "model.pt")
     result.extra = {"val_fraction": config.data.val_fraction, "val_seed": val_seed(config)}
     result.write_json(out / "val.json")

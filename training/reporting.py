@@ -18,7 +18,7 @@ import torch
 
 from training import distributed
 from training.config import TrainConfig
-from training.evaluate import evaluate_arrays
+from training.evaluate import EvalResult, evaluate_arrays
 from training.models import TransformerClassifier
 
 
@@ -110,12 +110,18 @@ def epoch_record(
     }
 
 
-def validation_figures(
-    model: TransformerClassifier, split: Any, val_idx: np.ndarray, config: TrainConfig, device: torch.device
-) -> dict[str, Any]:
-    """The epoch record's validation entries: clean and perturbed error, and the crop alignment when the
-    split carries the annotated boxes."""
-    val, _ = evaluate_arrays(
+def evaluate_validation(
+    model: TransformerClassifier,
+    split: Any,
+    val_idx: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    test_set: str = "validation",
+) -> EvalResult:
+    """The model on the validation tracks ``val_idx`` of ``split``, clean and perturbed, with the run's
+    protocol (perturbation, seed, rotation) and the crop alignment when the split carries the annotated boxes.
+    """
+    result, _ = evaluate_arrays(
         model,
         split.images[val_idx],
         split.labels[val_idx],
@@ -123,10 +129,19 @@ def validation_figures(
         translation_scale=config.data.translation_scale,
         seed=config.run.eval_seed,
         device=device,
-        test_set="validation",
+        test_set=test_set,
         rotation_deg=config.data.rotation_deg,
         roi50=None if split.roi50 is None else split.roi50[val_idx],
     )
+    return result
+
+
+def validation_figures(
+    model: TransformerClassifier, split: Any, val_idx: np.ndarray, config: TrainConfig, device: torch.device
+) -> dict[str, Any]:
+    """The epoch record's validation entries (:func:`evaluate_validation`): clean and perturbed error, and the
+    crop alignment when measured."""
+    val = evaluate_validation(model, split, val_idx, config, device)
     record = {"val_error_clean": val.error_clean, "val_error_perturbed": val.error_perturbed}
     if val.alignment is not None:
         record["val_iou_median_clean"] = val.alignment["clean"]["iou_median"]

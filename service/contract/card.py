@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator, with_config
 from typing_extensions import TypedDict
 
 SCHEMA_VERSION = 1
@@ -93,19 +93,19 @@ class SamplerSpec(_Strictish):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+@with_config(_OPEN)
 class Perturbation(TypedDict, total=False):
     """The fixed IC-STN perturbation of the perturbed figures (canonical units, seeded)."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     scale: float
     translation_scale: float
     seed: int
 
 
+@with_config(_OPEN)
 class AlignmentFigures(TypedDict, total=False):
     """Crop alignment against the annotated sign boxes over one pass (training/alignment.py)."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     iou_median: float
     iou_p5: float
     share_iou_ge_0_7: float
@@ -113,19 +113,19 @@ class AlignmentFigures(TypedDict, total=False):
     share_outside_gt_10pct: float
 
 
+@with_config(_OPEN)
 class AlignmentSummary(TypedDict, total=False):
     """``metrics.alignment``: the clean and perturbed passes' alignment figures and what they compare to."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     clean: AlignmentFigures
     perturbed: AlignmentFigures
     reference: str | None
 
 
+@with_config(_OPEN)
 class ValidationMetrics(TypedDict, total=False):
     """``metrics.validation``: figures on the held-out training tracks the recipe was chosen on."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     set: str
     num_images: Annotated[int, Field(ge=0)]
     error_clean: Fraction
@@ -134,10 +134,10 @@ class ValidationMetrics(TypedDict, total=False):
     alignment: AlignmentSummary
 
 
+@with_config(_OPEN)
 class Metrics(TypedDict, total=False):
     """``metrics``: the test figures, measured with the graph's inference forward."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     test_set: str
     num_images: Annotated[int, Field(ge=0)]
     test_error_clean: Fraction
@@ -149,10 +149,10 @@ class Metrics(TypedDict, total=False):
     validation: ValidationMetrics
 
 
+@with_config(_OPEN)
 class Lineage(TypedDict, total=False):
     """``training.fine_tuned_from``: the checkpoint a fine-tuning run started from, recursively."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     path: str | None
     sha256: str | None
     epochs: int | None
@@ -160,10 +160,10 @@ class Lineage(TypedDict, total=False):
     fine_tuned_from: Lineage | None
 
 
+@with_config(_OPEN)
 class Training(TypedDict, total=False):
     """``training``: the resolved training config and the facts of the run (this run alone)."""
 
-    __pydantic_config__ = _OPEN  # type: ignore[misc]
     config: dict[str, Any]
     device: str | None
     wall_time_s: float | None
