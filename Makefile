@@ -18,9 +18,21 @@ install-service: $(VENV)/bin/activate
 install-dev: $(VENV)/bin/activate
 	$(PIP) install -q -c constraints/cpu.txt -e '.[training,dev]'
 
-## serve: install the service's dependencies (no torch) and start it on the default model in models/
-serve: install-service
-	$(PY) -m service --host $(HOST) --port $(PORT)
+# The service install, redone only when pyproject.toml changes (a stamp file in the venv).
+$(VENV)/.service-installed: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -q -e .
+	touch $@
+
+## serve: install the service's dependencies (no torch) if pyproject.toml changed, and start it on the default
+## model in models/. Ctrl-C or SIGTERM stops it quietly: the server drains and exits, and neither make nor the
+## shell reports the signal (Ctrl-C reaches the server directly; a SIGTERM to make or this shell is passed on,
+## once). Any other exit status of the server is still an error.
+serve: $(VENV)/.service-installed
+	@$(PY) -m service --host $(HOST) --port $(PORT) & pid=$$!; \
+	trap ':' INT; trap 'kill -TERM $$pid 2>/dev/null' TERM; \
+	wait $$pid 2>/dev/null; status=$$?; \
+	while kill -0 $$pid 2>/dev/null; do wait $$pid 2>/dev/null; status=$$?; done; \
+	[ $$status -eq 0 ] || [ $$status -gt 128 ] || exit $$status
 
 ## test: install everything (CPU torch) and run the whole test suite
 test: install-dev

@@ -22,7 +22,7 @@ from service.logs import request_id_var
 from service.metrics import REJECTION_REASONS, ServiceMetrics
 from service.middleware import RequestMiddleware
 from service.repository import ModelRepository
-from service.routes import admin, classify, models, ops, v2
+from service.routes import admin, apidocs, classify, models, ops, v2
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,16 @@ aligned it (the transform in the uploaded image's pixels and a crop rendered fro
 * `/v1`: classification and model cards; errors are `{"error": {"code", "message", "request_id"}}`.
 * `/v2`: the Open Inference Protocol (KServe v2) REST API; errors are `{"error": "<message>"}`.
 * `/metrics`: Prometheus.
+
+Every error body carries the request's `request_id` (the `X-Request-ID` response header).
 """
 
 
 def _error_body(request: Request, code: str, message: str) -> dict[str, Any]:
+    """The error body of a route family: ``/v2`` the Open Inference Protocol's ``{"error": message}`` (plus
+    the request id), every other path ``{"error": {"code", "message", "request_id"}}``."""
     if request.url.path.startswith("/v2"):
-        return {"error": message}
+        return {"error": message, "request_id": request_id_var.get()}
     return {"error": {"code": code, "message": message, "request_id": request_id_var.get()}}
 
 
@@ -91,6 +95,8 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by service.routes.apidocs from local files
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -122,8 +128,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )
-        if code in REJECTION_REASONS:
-            count(code)
+        count(code)
         return JSONResponse(
             _error_body(request, code, str(exc.detail)),
             status_code=exc.status_code,
@@ -131,6 +136,6 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         )
 
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (classify, models, admin, v2, ops):
+    for module in (classify, models, admin, v2, ops, apidocs):
         app.include_router(module.router)
     return app

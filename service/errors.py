@@ -104,3 +104,14 @@ class InferenceError(ServiceError):
 
     status_code = 500
     code = "inference_error"
+
+
+class NonFiniteOutput(ServiceError):
+    """The model's output for a valid input is not finite (NaN or infinity) (422).
+
+    JSON has no NaN or infinity, so such an output is never sent; the request fails with this clear error
+    instead of a 500 from the JSON encoder.
+    """
+
+    status_code = 422
+    code = "non_finite_output"

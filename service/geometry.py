@@ -32,12 +32,15 @@ class CropTransform:
             canonical box's size, > 1 a larger region of the image (zoomed out).
         rotation_deg: rotation of the closest similarity transform at the crop centre, in degrees; positive
             turns the crop's x axis from +x towards +y (clockwise on screen, y pointing down).
+        outside_fraction: share of the crop's area (the quadrilateral ``corners``) lying outside the image
+            rectangle [0, W] x [0, H], in [0, 1] (see :func:`outside_fraction`).
     """
 
     image_from_crop: FloatArray
     corners: FloatArray
     scale: float
     rotation_deg: float
+    outside_fraction: float = 0.0
 
 
 def canonical_from_crop(box: Box, crop_size: int) -> FloatArray:
@@ -100,6 +103,93 @@ def local_scale_rotation(warp: npt.ArrayLike, box: Box) -> tuple[float, float]:
     return scale, rotation
 
 
+def polygon_area(points: npt.ArrayLike) -> float:
+    """Signed area of a simple polygon by the shoelace formula.
+
+    Args:
+        points: (K, 2) vertices (x, y) in order; K < 3 gives 0.
+
+    Returns:
+        The area, positive for vertices in clockwise order on screen (y pointing down), i.e. counter-clockwise
+        in the usual y-up orientation.
+    """
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if p.shape[0] < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def clip_to_rectangle(points: npt.ArrayLike, width: float, height: float) -> FloatArray:
+    """The part of a convex polygon inside the rectangle [0, width] x [0, height] (Sutherland-Hodgman).
+
+    Clips the polygon against the rectangle's four half-planes in turn; every intersection point is computed
+    on the edge it lies on, so the result is exact up to floating-point rounding.
+
+    Args:
+        points: (K, 2) vertices (x, y) of a convex polygon, in order (either orientation).
+        width: W, the rectangle's right edge (its left edge is x = 0).
+        height: H, the rectangle's bottom edge (its top edge is y = 0).
+
+    Returns:
+        (M, 2) vertices of the clipped polygon in the same order, M = 0 when nothing is inside.
+    """
+    polygon = [tuple(map(float, p)) for p in np.asarray(points, dtype=np.float64).reshape(-1, 2)]
+    # each half-plane as (axis, bound, keep_below): keep x >= 0, x <= W, y >= 0, y <= H
+    for axis, bound, below in (
+        (0, 0.0, False),
+        (0, float(width), True),
+        (1, 0.0, False),
+        (1, float(height), True),
+    ):
+        if not polygon:
+            break
+
+        def inside(p: tuple[float, ...], axis: int = axis, bound: float = bound, below: bool = below) -> bool:
+            return p[axis] <= bound if below else p[axis] >= bound
+
+        clipped: list[tuple[float, ...]] = []
+        for i, current in enumerate(polygon):
+            previous = polygon[i - 1]
+            if inside(current) != inside(previous):
+                t = (bound - previous[axis]) / (current[axis] - previous[axis])
+                crossing = [previous[k] + t * (current[k] - previous[k]) for k in (0, 1)]
+                crossing[axis] = bound
+                clipped.append(tuple(crossing))
+            if inside(current):
+                clipped.append(current)
+        polygon = clipped
+    return np.array(polygon, dtype=np.float64).reshape(-1, 2)
+
+
+def outside_fraction(corners: npt.ArrayLike, image_size: tuple[int, int]) -> float:
+    """Share of a crop's area that lies outside the image: ``1 - area(crop ∩ image) / area(crop)``.
+
+    The crop is the quadrilateral of its four ``corners`` in the image's pixels (x right, y down, pixel edges
+    at integers), the image is the rectangle [0, W] x [0, H]. A homography whose homogeneous coordinate is
+    positive at all four corners maps the square crop to a convex quadrilateral, so clipping it against the
+    rectangle (:func:`clip_to_rectangle`) and taking shoelace areas (:func:`polygon_area`) is exact. The
+    rendered crop is black (padding) where it lies outside; under perspective the share is one of areas in
+    the image, not of the crop's pixels.
+
+    Args:
+        corners: (4, 2) the crop's corners (top-left, top-right, bottom-right, bottom-left), image pixels.
+        image_size: (W, H) of the image.
+
+    Returns:
+        A value in [0, 1]: 0 when the crop lies inside the image, 1 when it lies wholly outside. A crop of
+        zero area counts as 0 when its corners all lie in the image, else 1.
+    """
+    width, height = image_size
+    quad = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
+    total = abs(polygon_area(quad))
+    if not math.isfinite(total) or total <= 0.0:
+        inside = np.all((quad >= 0.0) & (quad <= np.array([width, height], dtype=np.float64)))
+        return 0.0 if bool(inside) else 1.0
+    kept = abs(polygon_area(clip_to_rectangle(quad, width, height)))
+    return min(1.0, max(0.0, 1.0 - kept / total))
+
+
 def crop_transform(
     warp: npt.ArrayLike,
     *,
@@ -112,7 +202,8 @@ def crop_transform(
 
     ``image_from_crop = diag(W / fw, H / fh, 1) @ warp @ canonical_from_crop(box, S)``. A warp is degenerate
     when a value is not finite or the homogeneous coordinate is not positive at a crop corner (the crop would
-    wrap through infinity); the service then reports no transform and no crop.
+    wrap through infinity); the service then reports no transform and no crop. ``outside_fraction`` is the
+    share of the crop's area outside the image (:func:`outside_fraction`).
 
     Args:
         warp: (3, 3) the network's ``warp`` output for this image (network frame, canonical -> input).
@@ -137,4 +228,10 @@ def crop_transform(
         return None
     if not (math.isfinite(scale) and math.isfinite(rotation)):
         return None
-    return CropTransform(image_from_crop=full, corners=corners, scale=scale, rotation_deg=rotation)
+    return CropTransform(
+        image_from_crop=full,
+        corners=corners,
+        scale=scale,
+        rotation_deg=rotation,
+        outside_fraction=outside_fraction(corners, image_size),
+    )

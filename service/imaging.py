@@ -261,8 +261,53 @@ def render_crop(image: Image.Image, image_from_crop: npt.ArrayLike, crop_size: i
     )
 
 
-def png_data_url(image: Image.Image) -> str:
-    """Encode an image as a ``data:image/png;base64,...`` URL."""
+#: Formats of the aligned crop (the classify routes' ``crop`` option besides ``none``) and their media types.
+CROP_MEDIA_TYPES: Final[dict[str, str]] = {"jpeg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
+#: The default crop format, chosen by measurement (benchmarks/crop_encode.py, docs/benchmarks.md): the
+#: cheapest to encode, by far, at the default crop size.
+DEFAULT_CROP_FORMAT: Final = "jpeg"
+#: JPEG and WebP quality (1-100) unless a request asks for another (``crop_quality``); PNG ignores it.
+DEFAULT_CROP_QUALITY: Final = 90
+#: zlib level of PNG crops: level 1 costs about 30% less time than Pillow's usual 6 or the former 3, for a
+#: file a few percent larger.
+PNG_COMPRESS_LEVEL: Final = 1
+
+
+def encode_crop(image: Image.Image, fmt: str, quality: int = DEFAULT_CROP_QUALITY) -> bytes:
+    """Encode a rendered crop in one of :data:`CROP_MEDIA_TYPES`.
+
+    * ``png``: lossless, zlib level :data:`PNG_COMPRESS_LEVEL`; ``quality`` is ignored.
+    * ``jpeg``: baseline JPEG at ``quality``, Pillow's default 4:2:0 chroma subsampling.
+    * ``webp``: lossy WebP at ``quality``, libwebp's fastest method (0).
+
+    Args:
+        image: the RGB crop.
+        fmt: ``png``, ``jpeg`` or ``webp``.
+        quality: 1-100, JPEG and WebP only.
+
+    Raises:
+        ValueError: an unknown format or a quality outside 1-100.
+    """
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=3)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    if fmt == "png":
+        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    elif fmt == "jpeg":
+        image.save(buffer, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        image.save(buffer, format="WEBP", quality=quality, method=0)
+    else:
+        raise ValueError(f"unknown crop format {fmt!r}; expected one of {sorted(CROP_MEDIA_TYPES)}")
+    return buffer.getvalue()
+
+
+def crop_data_url(image: Image.Image, fmt: str, quality: int = DEFAULT_CROP_QUALITY) -> str:
+    """A ``data:image/<fmt>;base64,...`` URL of the crop encoded by :func:`encode_crop`."""
+    data = encode_crop(image, fmt, quality)
+    return f"data:{CROP_MEDIA_TYPES[fmt]};base64," + base64.b64encode(data).decode("ascii")
+
+
+def png_data_url(image: Image.Image) -> str:
+    """Encode an image as a ``data:image/png;base64,...`` URL (:func:`crop_data_url` with ``png``)."""
+    return crop_data_url(image, "png")

@@ -32,6 +32,11 @@ REJECTION_REASONS: tuple[str, ...] = (
     "forbidden",
     "invalid_bundle",
     "inference_error",
+    "non_finite_output",
+    "not_found",
+    "method_not_allowed",
+    "http_error",
+    "internal_error",
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,6 +45,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
 SCALE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0)
 ROTATION_BUCKETS = (-45.0, -30.0, -20.0, -10.0, -5.0, -2.0, 0.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0)
+#: ``le="0.0"`` counts the crops wholly inside the image; the other bounds follow the tail of inputs framed
+#: tighter than the model expects.
+OUTSIDE_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class ServiceMetrics:
@@ -157,6 +165,13 @@ class ServiceMetrics:
             buckets=ROTATION_BUCKETS,
             registry=registry,
         )
+        self.crop_outside = Histogram(
+            f"{p}_crop_outside_fraction",
+            "Share of the predicted crop's area lying outside the uploaded image (0 = wholly inside)",
+            model,
+            buckets=OUTSIDE_BUCKETS,
+            registry=registry,
+        )
 
     def model_loaded(
         self, name: str, version: str, num_classes: int, load_seconds: float, info: dict[str, str]
@@ -175,6 +190,7 @@ class ServiceMetrics:
             self.confidence,
             self.transform_scale,
             self.transform_rotation,
+            self.crop_outside,
         ):
             metric.labels(*labels)
         for class_id in range(num_classes):

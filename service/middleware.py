@@ -50,9 +50,10 @@ INTERNAL_ERROR_MESSAGE = "internal error; see the server log for this request id
 
 
 async def send_internal_error(scope: Scope, send: Send, request_id: str) -> None:
-    """A 500 JSON answer in the route family's error shape (``/v2``: the Open Inference Protocol's)."""
+    """A 500 JSON answer in the route family's error shape (``/v2``: the Open Inference Protocol's), with the
+    request id."""
     if str(scope.get("path", "")).startswith("/v2"):
-        payload: dict[str, Any] = {"error": INTERNAL_ERROR_MESSAGE}
+        payload: dict[str, Any] = {"error": INTERNAL_ERROR_MESSAGE, "request_id": request_id}
     else:
         payload = {
             "error": {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE, "request_id": request_id}
@@ -151,6 +152,7 @@ class RequestMiddleware:
                 client_gone = True  # while the body was being read
             except Exception:
                 log.exception("unhandled error in %s %s", scope.get("method", ""), scope.get("path", ""))
+                self.metrics.rejections.labels("internal_error").inc()
                 if status_sent:
                     raise  # the response started: nothing sensible can be sent any more
                 await send_internal_error(scope, send_with_id, request_id)

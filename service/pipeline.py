@@ -1,12 +1,17 @@
-"""The classification request path as plain steps: decode, (batched) inference, post-process.
+"""The request path as plain steps: decode, (batched) inference, post-process.
 
-``decode_step`` and ``postprocess_step`` are synchronous functions the route runs in the decode executor; the
-route submits the decoded tensors to the model's batcher in between. None of them knows about HTTP.
+``decode_step`` and ``postprocess_step`` are synchronous functions the classify route runs in the decode
+executor; in between, :func:`infer_step` submits the network inputs to the model's batcher and awaits them.
+``/v1`` classify and ``/v2`` infer share that one inference step (submit, deadline, cancel, output checks).
+None of them knows about HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +19,10 @@ import numpy.typing as npt
 from PIL import Image
 
 from service.bundles import ModelCard
-from service.errors import InvalidImage
+from service.errors import InvalidImage, NonFiniteOutput, RequestTimeout
 from service.geometry import crop_transform
-from service.imaging import decode_image, png_data_url, preprocess, render_crop
-from service.inference import ImageOutputs
+from service.imaging import DEFAULT_CROP_QUALITY, crop_data_url, decode_image, preprocess, render_crop
+from service.inference import ImageOutputs, Reservation
 from service.schemas import ImageResult, Prediction, Timings, Transform
 
 
@@ -64,6 +69,96 @@ def decode_step(upload: Upload, card: ModelCard, max_pixels: int) -> DecodedImag
     )
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """A request's time limit: ``timeout_s`` from :meth:`start` on, as an event-loop time.
+
+    Attributes:
+        at: the event loop's ``time()`` by which the request must be done.
+        timeout_s: the whole budget (``SERVICE_REQUEST_TIMEOUT_S``), for the error message.
+    """
+
+    at: float
+    timeout_s: float
+
+    @classmethod
+    def start(cls, timeout_s: float) -> Deadline:
+        """A deadline ``timeout_s`` from now (call it in the event loop)."""
+        return cls(at=asyncio.get_running_loop().time() + timeout_s, timeout_s=timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def bound(self) -> AsyncIterator[None]:
+        """Run the block until the deadline at most; past it, the block is cancelled.
+
+        Raises:
+            RequestTimeout: the deadline passed inside the block (504).
+        """
+        try:
+            async with asyncio.timeout_at(self.at):
+                yield
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"the request did not finish within {self.timeout_s} s (SERVICE_REQUEST_TIMEOUT_S)"
+            ) from exc
+
+
+def require_finite(name: str, array: npt.ArrayLike, index: int | None = None) -> None:
+    """Refuse to answer with a non-finite model output (JSON has no NaN nor infinity).
+
+    Args:
+        name: the output's name (``logits``, ``warp``, ``crop``), for the message.
+        array: the output (one image's or the whole batch's).
+        index: the image's position in the request, when ``array`` is one image's.
+
+    Raises:
+        NonFiniteOutput: some value is NaN or infinite (422; 400 on /v2).
+    """
+    values = np.asarray(array)
+    if np.all(np.isfinite(values)):
+        return
+    where = f" for image {index}" if index is not None else ""
+    raise NonFiniteOutput(
+        f"the model's output {name!r}{where} is not finite (NaN or infinity), so it cannot be sent as JSON; "
+        "the input is probably far from the images the model was trained on"
+    )
+
+
+async def infer_step(
+    reservation: Reservation, tensors: list[npt.NDArray[np.float32]], *, deadline: Deadline, logits_name: str
+) -> list[ImageOutputs]:
+    """Run network inputs through the model's batcher: submit, await within the deadline, then cancel.
+
+    Every route that runs a model goes through this step. The images join the model's dynamic batches;
+    whatever happens (deadline passed, client gone, an error), the futures are cancelled on the way out, so
+    images still queued leave the queue at once and never run (cancelling a done future does nothing).
+
+    Args:
+        reservation: the request's admission on the model version (:meth:`LoadedModel.use`).
+        tensors: (3, H, W) float32 network inputs.
+        deadline: the request's deadline.
+        logits_name: the card's name of the logits output, for the error message.
+
+    Returns:
+        One :class:`ImageOutputs` per tensor, in order.
+
+    Raises:
+        RequestTimeout: not done by the deadline (504).
+        Overloaded, NotReady: the batcher refused the images (503).
+        InferenceError: onnxruntime failed (500).
+        NonFiniteOutput: an image's logits are not finite (422).
+    """
+    futures = reservation.submit(tensors)
+    try:
+        async with deadline.bound():
+            outputs = list(await asyncio.gather(*futures))
+    finally:
+        for future in futures:
+            future.cancel()  # no-op when done; frees the queue slot of a timed-out or cancelled request
+    for index, output in enumerate(outputs):
+        require_finite(logits_name, output.logits, index)
+    return outputs
+
+
 def softmax(logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Softmax of (C,) or (N, C) logits over the last axis, in float64."""
     z = np.asarray(logits, dtype=np.float64)
@@ -86,11 +181,23 @@ def postprocess_step(
     model_name: str,
     card: ModelCard,
     k: int,
-    crop: bool,
+    crop_format: str,
     crop_size: int,
     request_start: float,
+    crop_quality: int = DEFAULT_CROP_QUALITY,
 ) -> tuple[ImageResult, float, float]:
     """Top-k, the transform in the original image's pixels and the aligned crop from the original image.
+
+    Args:
+        decoded: the decoded upload.
+        outputs: the network's outputs for it.
+        model_name: the served model's name.
+        card: its model card.
+        k: number of classes returned.
+        crop_format: ``none`` (no crop) or a format of :func:`service.imaging.encode_crop`.
+        crop_size: pixels a side of the crop (and of the transform's crop frame).
+        request_start: ``time.perf_counter()`` when the request's body was read.
+        crop_quality: JPEG and WebP quality.
 
     Returns:
         The result, the top-1 probability and the encode duration in seconds.
@@ -115,9 +222,11 @@ def postprocess_step(
             scale=transform.scale,
             rotation_deg=transform.rotation_deg,
             crop_size=crop_size,
+            outside_fraction=transform.outside_fraction,
         )
-        if crop:
-            crop_url = png_data_url(render_crop(decoded.image, transform.image_from_crop, crop_size))
+        if crop_format != "none":
+            crop_image = render_crop(decoded.image, transform.image_from_crop, crop_size)
+            crop_url = crop_data_url(crop_image, crop_format, crop_quality)
     encode_seconds = time.perf_counter() - start
     width, height = decoded.image.size
     result = ImageResult(

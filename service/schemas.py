@@ -37,11 +37,16 @@ class ErrorResponse(BaseModel):
 
 
 class V2Error(BaseModel):
-    """Errors of the Open Inference Protocol routes (/v2), in that protocol's shape."""
+    """Errors of the Open Inference Protocol routes (/v2), in that protocol's shape, plus the request id."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"error": "model 'nope' not found"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": "model 'nope' not found", "request_id": "4f1c2a9e0b7d4c3a"}]
+        }
+    )
 
     error: str
+    request_id: str | None = Field(default=None, description="the X-Request-ID of the request")
 
 
 class Prediction(BaseModel):
@@ -72,6 +77,13 @@ class Transform(BaseModel):
         description="rotation at the crop centre, degrees; positive turns +x towards +y (clockwise on screen)"
     )
     crop_size: int = Field(description="pixels a side of the crop the matrix refers to")
+    outside_fraction: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="share of the crop's area (the quadrilateral `corners`) lying outside the uploaded image "
+        "[0, width] x [0, height], exact polygon clipping; 0 = wholly inside. The rendered crop is black "
+        "(padding) there; a rising share across requests means inputs framed tighter than the model expects",
+    )
 
 
 class Timings(BaseModel):
@@ -126,6 +138,7 @@ class ClassifyResponse(BaseModel):
                                 "scale": 1.0,
                                 "rotation_deg": 0.0,
                                 "crop_size": 128,
+                                "outside_fraction": 0.0,
                             },
                             "crop": "data:image/png;base64,iVBORw0KGgo...",
                             "timings": {

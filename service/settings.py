@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SERVICE_"
+
+#: The one bound on a request's ``crop_size``, used by the classify routes' query parameter (so the OpenAPI
+#: schema) and by ``SERVICE_MAX_CROP_SIZE`` (its default and upper bound: the setting can only lower it).
+MIN_CROP_SIZE: Final = 8
+MAX_CROP_SIZE: Final = 512
 
 
 def default_models_dir() -> Path:
@@ -77,7 +82,12 @@ class Settings(BaseSettings):
         default=40_000_000, ge=1, description="declared width*height limit, checked before decoding"
     )
     max_images_per_request: int = Field(default=32, ge=1, description="images per classify/infer request")
-    max_crop_size: int = Field(default=512, ge=8, description="largest crop_size a request may ask for")
+    max_crop_size: int = Field(
+        default=MAX_CROP_SIZE,
+        ge=MIN_CROP_SIZE,
+        le=MAX_CROP_SIZE,
+        description=f"largest crop_size a request may ask for (at most {MAX_CROP_SIZE}, the schema's bound)",
+    )
 
     # Threads: onnxruntime runs in a bounded executor off the event loop.
     inference_workers: int = Field(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -13,14 +14,20 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.deps import DecodeExecutorDep, MetricsDep, RepositoryDep, SettingsDep
-from service.errors import InvalidImage, InvalidRequest, RequestTimeout, UnsupportedMediaType
-from service.imaging import IMAGE_CONTENT_TYPES, check_image_content_type, media_type
+from service.errors import InvalidImage, InvalidRequest, UnsupportedMediaType
+from service.imaging import (
+    DEFAULT_CROP_FORMAT,
+    DEFAULT_CROP_QUALITY,
+    IMAGE_CONTENT_TYPES,
+    check_image_content_type,
+    media_type,
+)
 from service.inference import Reservation
 from service.metrics import ServiceMetrics
-from service.pipeline import DecodedImage, Upload, decode_step, postprocess_step
+from service.pipeline import Deadline, DecodedImage, Upload, decode_step, infer_step, postprocess_step
 from service.repository import LoadedModel
 from service.schemas import ClassifyResponse, ErrorResponse
-from service.settings import Settings
+from service.settings import MAX_CROP_SIZE, MIN_CROP_SIZE, Settings
 
 router = APIRouter(prefix="/v1", tags=["classify"])
 
@@ -64,10 +71,38 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 TopK = Annotated[int, Query(ge=1, le=1000, description="number of classes returned (capped at the model's)")]
-CropMode = Annotated[Literal["none", "png"], Query(description="png: aligned crop as a PNG data URL")]
-CropSize = Annotated[
-    int, Query(ge=8, le=4096, description="crop pixels a side (at most SERVICE_MAX_CROP_SIZE)")
+CropFormat = Literal["jpeg", "webp", "png", "none"]
+CropMode = Annotated[
+    CropFormat,
+    Query(
+        description="the aligned crop as a data URL in this format (`jpeg`, the default, costs the least: "
+        "docs/benchmarks.md), or `none` for no crop; `png` is lossless"
+    ),
 ]
+CropSize = Annotated[
+    int,
+    Query(
+        ge=MIN_CROP_SIZE,
+        le=MAX_CROP_SIZE,
+        description=f"crop pixels a side ({MIN_CROP_SIZE}-{MAX_CROP_SIZE}, or up to SERVICE_MAX_CROP_SIZE "
+        "when that is lower)",
+    ),
+]
+CropQuality = Annotated[
+    int, Query(ge=1, le=100, description="JPEG and WebP quality of the crop, 1-100 (ignored by png and none)")
+]
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """The query options of a classify request."""
+
+    top_k: int = 5
+    crop: CropFormat = DEFAULT_CROP_FORMAT
+    crop_size: int = 128
+    crop_quality: int = DEFAULT_CROP_QUALITY
+
+
 ModelName = Annotated[str, Path(description="model (bundle folder) name", examples=["stn-linearized"])]
 
 
@@ -87,11 +122,13 @@ async def classify_default(
     metrics: MetricsDep,
     executor: DecodeExecutorDep,
     top_k: TopK = 5,
-    crop: CropMode = "png",
+    crop: CropMode = DEFAULT_CROP_FORMAT,
     crop_size: CropSize = 128,
+    crop_quality: CropQuality = DEFAULT_CROP_QUALITY,
 ) -> ClassifyResponse:
     model = repository.get(None)
-    return await classify(request, model, settings, metrics, executor, top_k, crop, crop_size)
+    options = ClassifyOptions(top_k, crop, crop_size, crop_quality)
+    return await classify(request, model, settings, metrics, executor, options)
 
 
 @router.post(
@@ -112,11 +149,13 @@ async def classify_named(
     metrics: MetricsDep,
     executor: DecodeExecutorDep,
     top_k: TopK = 5,
-    crop: CropMode = "png",
+    crop: CropMode = DEFAULT_CROP_FORMAT,
     crop_size: CropSize = 128,
+    crop_quality: CropQuality = DEFAULT_CROP_QUALITY,
 ) -> ClassifyResponse:
     model = repository.get(name)
-    return await classify(request, model, settings, metrics, executor, top_k, crop, crop_size)
+    options = ClassifyOptions(top_k, crop, crop_size, crop_quality)
+    return await classify(request, model, settings, metrics, executor, options)
 
 
 class _MultiPartParser(MultiPartParser):
@@ -201,9 +240,7 @@ async def classify(
     settings: Settings,
     metrics: ServiceMetrics,
     executor: Any,
-    top_k: int,
-    crop: str,
-    crop_size: int,
+    options: ClassifyOptions,
 ) -> ClassifyResponse:
     """Read, decode, batch-infer and post-process; the whole path after the body is bounded by the timeout.
 
@@ -211,9 +248,7 @@ async def classify(
     :meth:`LoadedModel.use` keeps a hot reload from retiring it while this request runs.
     """
     with model.use() as reservation:
-        return await _classify(
-            request, model, reservation, settings, metrics, executor, top_k, crop, crop_size
-        )
+        return await _classify(request, model, reservation, settings, metrics, executor, options)
 
 
 async def _classify(
@@ -223,60 +258,56 @@ async def _classify(
     settings: Settings,
     metrics: ServiceMetrics,
     executor: Any,
-    top_k: int,
-    crop: str,
-    crop_size: int,
+    options: ClassifyOptions,
 ) -> ClassifyResponse:
-    if crop_size > settings.max_crop_size:
+    if options.crop_size > settings.max_crop_size:
         raise InvalidRequest(
-            f"crop_size {crop_size} exceeds SERVICE_MAX_CROP_SIZE ({settings.max_crop_size})"
+            f"crop_size {options.crop_size} exceeds SERVICE_MAX_CROP_SIZE ({settings.max_crop_size})"
         )
     uploads = await read_uploads(request, settings)
     start = time.perf_counter()
+    deadline = Deadline.start(settings.request_timeout_s)
     labels = (model.name, model.version)
     loop = asyncio.get_running_loop()
     card = model.card
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            decoded: list[DecodedImage] = list(
-                await asyncio.gather(
-                    *(
-                        loop.run_in_executor(executor, decode_step, u, card, settings.max_image_pixels)
-                        for u in uploads
-                    )
-                )
-            )
-            for item in decoded:
-                metrics.decode_duration.labels(*labels).observe(item.decode_seconds)
-            futures = reservation.submit([item.tensor for item in decoded])
-            try:
-                outputs = await asyncio.gather(*futures)
-            finally:
-                for future in futures:
-                    future.cancel()  # no-op when done; frees the queue slot of a timed-out request
-            results = await asyncio.gather(
+    async with deadline.bound():
+        decoded: list[DecodedImage] = list(
+            await asyncio.gather(
                 *(
-                    loop.run_in_executor(
-                        executor,
-                        functools.partial(
-                            postprocess_step,
-                            d,
-                            o,
-                            model_name=model.name,
-                            card=card,
-                            k=top_k,
-                            crop=crop == "png",
-                            crop_size=crop_size,
-                            request_start=start,
-                        ),
-                    )
-                    for d, o in zip(decoded, outputs, strict=True)
+                    loop.run_in_executor(executor, decode_step, u, card, settings.max_image_pixels)
+                    for u in uploads
                 )
             )
-    except TimeoutError as exc:
-        raise RequestTimeout(
-            f"the request did not finish within {settings.request_timeout_s} s (SERVICE_REQUEST_TIMEOUT_S)"
-        ) from exc
+        )
+    for item in decoded:
+        metrics.decode_duration.labels(*labels).observe(item.decode_seconds)
+    outputs = await infer_step(
+        reservation,
+        [item.tensor for item in decoded],
+        deadline=deadline,
+        logits_name=card.outputs.logits.name,
+    )
+    async with deadline.bound():
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    executor,
+                    functools.partial(
+                        postprocess_step,
+                        d,
+                        o,
+                        model_name=model.name,
+                        card=card,
+                        k=options.top_k,
+                        crop_format=options.crop,
+                        crop_size=options.crop_size,
+                        crop_quality=options.crop_quality,
+                        request_start=start,
+                    ),
+                )
+                for d, o in zip(decoded, outputs, strict=True)
+            )
+        )
     for result, confidence, encode_seconds in results:
         metrics.encode_duration.labels(*labels).observe(encode_seconds)
         metrics.images.labels(*labels).inc()
@@ -285,6 +316,7 @@ async def _classify(
         if result.transform is not None:
             metrics.transform_scale.labels(*labels).observe(result.transform.scale)
             metrics.transform_rotation.labels(*labels).observe(result.transform.rotation_deg)
+            metrics.crop_outside.labels(*labels).observe(result.transform.outside_fraction)
     return ClassifyResponse(
         request_id=getattr(request.state, "request_id", None),
         model=model.name,

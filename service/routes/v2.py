@@ -5,7 +5,6 @@ Errors on these routes use the protocol's ``{"error": "<message>"}`` body (see `
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,9 +12,11 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.deps import RepositoryDep, SettingsDep
-from service.errors import InvalidRequest, NotReady, RequestTimeout
+from service.deps import MetricsDep, RepositoryDep, SettingsDep
+from service.errors import InvalidRequest, NotReady
 from service.inference import Reservation
+from service.metrics import ServiceMetrics
+from service.pipeline import Deadline, infer_step, require_finite
 from service.repository import LoadedModel, ModelRepository
 from service.schemas import (
     V2Error,
@@ -35,7 +36,11 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 SERVER_NAME = "stn-signs"
 ModelName = Annotated[str, Path(description="model name", examples=["stn-linearized"])]
 V2_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": V2Error, "description": "bad request (shape, datatype, data)"},
+    400: {
+        "model": V2Error,
+        "description": "bad request (shape, datatype, data outside the model's value range), or a model "
+        "output that is not finite",
+    },
     404: {"model": V2Error, "description": "unknown model"},
     503: {"model": V2Error, "description": "not ready"},
 }
@@ -46,6 +51,7 @@ V2_INFER_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": V2Error,
         "description": "queue full or too many requests in progress (with Retry-After), or not ready",
     },
+    500: {"model": V2Error, "description": "onnxruntime failed, or an internal error"},
     504: {"model": V2Error, "description": "not done within SERVICE_REQUEST_TIMEOUT_S"},
     "4XX": {"model": V2Error, "description": "any other client error"},
 }
@@ -73,6 +79,26 @@ def _fp32_data(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
     if wide.size and float(np.max(np.abs(wide))) > _FP32_MAX:
         raise InvalidRequest(f"input data holds a value beyond the FP32 range (|x| > {_FP32_MAX:.6g})")
     return wide.astype(np.float32)
+
+
+def _check_value_range(data: np.ndarray[Any, np.dtype[np.float32]], value_range: tuple[float, float]) -> None:
+    """Refuse input values outside the model card's ``input.value_range`` (e.g. [0, 255]).
+
+    Such values are no image the model was trained on, and far outside it (1e38) the network's outputs stop
+    being finite.
+
+    Raises:
+        InvalidRequest: some value lies outside ``value_range`` (400 on /v2).
+    """
+    low, high = value_range
+    if data.size == 0:
+        return
+    smallest, largest = float(np.min(data)), float(np.max(data))
+    if smallest < low or largest > high:
+        raise InvalidRequest(
+            f"input data must lie in the model's value range [{low:g}, {high:g}] (input.value_range of its "
+            f"card: RGB 0..255); got values from {smallest:.6g} to {largest:.6g}"
+        )
 
 
 def _dims(shape: list[int | None]) -> list[int]:
@@ -129,17 +155,22 @@ async def model_ready(name: ModelName, repository: RepositoryDep) -> V2ModelRead
     "/models/{name}/infer",
     summary="Run the model on a tensor in its own input layout",
     description="One input named as the model's (`image`), datatype FP32, shape [N, 3, 50, 50], RGB 0..255 "
-    "row-major (flat or nested). Returns the requested outputs (default: logits, warp, crop) as flat FP32 "
-    "data. The images join the model's dynamic batches like classify requests.",
+    "row-major (flat or nested); values outside the card's `input.value_range` ([0, 255]) are refused (400). "
+    "Returns the requested outputs (default: logits, warp, crop) as flat FP32 data. The images join the "
+    "model's dynamic batches like classify requests and count in `stn_images_classified_total`.",
     response_model=V2InferResponse,
     responses=V2_INFER_ERRORS,
 )
 async def infer(
-    name: ModelName, body: V2InferRequest, repository: RepositoryDep, settings: SettingsDep
+    name: ModelName,
+    body: V2InferRequest,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> JSONResponse:
     model = repository.get(name)
     with model.use() as reservation:  # a hot reload retires this version only after the request
-        return await _infer(model, reservation, body, repository, settings)
+        return await _infer(model, reservation, body, repository, settings, metrics)
 
 
 async def _infer(
@@ -148,6 +179,7 @@ async def _infer(
     body: V2InferRequest,
     repository: ModelRepository,
     settings: Settings,
+    metrics: ServiceMetrics,
 ) -> JSONResponse:
     card = model.card
     if len(body.inputs) != 1 or body.inputs[0].name != card.input.name:
@@ -166,6 +198,7 @@ async def _infer(
         raise InvalidRequest(
             f"input data holds {data.size} values, shape {shape} needs {int(np.prod(shape))}"
         )
+    _check_value_range(data, card.input.value_range)
     images = data.reshape(shape)
     known = {card.outputs.logits.name, card.outputs.warp.name, card.outputs.crop.name}
     wanted = (
@@ -180,15 +213,12 @@ async def _infer(
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise InvalidRequest(f"unknown output(s) {unknown}; the model has {sorted(known)}")
-    futures = reservation.submit(list(images))
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            results = await asyncio.gather(*futures)
-    except TimeoutError as exc:
-        raise RequestTimeout(f"inference did not finish within {settings.request_timeout_s} s") from exc
-    finally:
-        for future in futures:
-            future.cancel()
+    results = await infer_step(
+        reservation,
+        list(images),
+        deadline=Deadline.start(settings.request_timeout_s),
+        logits_name=card.outputs.logits.name,
+    )
     if repository.closed:
         raise NotReady("the service is shutting down")
     arrays = {
@@ -196,6 +226,9 @@ async def _infer(
         card.outputs.warp.name: np.stack([r.warp for r in results]),
         card.outputs.crop.name: np.stack([r.crop for r in results]),
     }
+    for n in wanted:
+        require_finite(n, arrays[n])
+    metrics.images.labels(model.name, model.version).inc(len(results))
     outputs = [
         {
             "name": n,

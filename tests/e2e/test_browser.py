@@ -1,8 +1,9 @@
 """The demo page at ``/`` in a real browser: Debian's chromium driven by Playwright, against the real server.
 
 The browser is ``/usr/bin/chromium`` (Debian package ``chromium``), never a Playwright download; the tests
-skip only when it or the ``playwright`` Python package is missing. Each upload goes through the page's own
-file input (or a drop event) and the page calls the public API, exactly like any client.
+skip only when it or the ``playwright`` Python package is missing, and fail instead under ``CI=true``. Each
+upload goes through the page's own file input (or a drop event) and the page calls the public API, exactly
+like any client.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image
 
 from service.settings import Settings
 from tests.e2e.conftest import ServerProcess
+from tests.service.helpers import missing_system_package
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -50,11 +52,13 @@ TIMEOUT_MS = 15_000
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """One headless chromium with a fresh profile folder for this module's pages."""
     if not CHROMIUM.is_file():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api",
-        reason="the playwright Python package is not installed (pip install playwright)",
-    )
+        missing_system_package(
+            "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+        )
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing_system_package("the playwright Python package is not installed (pip install playwright)")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),

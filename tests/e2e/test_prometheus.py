@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import ServerProcess, free_port
+from tests.service.helpers import missing_system_package
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ PROMETHEUS = shutil.which("prometheus")
 @pytest.fixture
 def prometheus(server: ServerProcess, tmp_path: Path) -> Iterator[str]:
     if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
+        missing_system_package("the prometheus binary is not installed (Debian package prometheus)")
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+import pytest
 from fastapi import FastAPI
 from PIL import Image
 from prometheus_client import CollectorRegistry
@@ -22,7 +24,34 @@ with warnings.catch_warnings():
     )
     from fastapi.testclient import TestClient
 
-__all__ = ["TestClient", "encode", "gtsrb_originals", "photo_like", "png_chunk", "raw_png", "sample"]
+__all__ = [
+    "TestClient",
+    "encode",
+    "gtsrb_originals",
+    "missing_system_package",
+    "photo_like",
+    "png_chunk",
+    "raw_png",
+    "sample",
+]
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI=true``, as .ci/run is started)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def missing_system_package(message: str) -> NoReturn:
+    """End a test that needs a system package (chromium, prometheus) which is not installed.
+
+    Outside CI the test skips. Under ``CI=true`` it fails: .ci/run installs those packages, so a missing one
+    there means the check did not run, which must not pass unnoticed as a skip.
+    """
+    if in_ci():
+        pytest.fail(
+            f"{message}; CI=true requires it (.ci/run installs it), so this fails instead of skipping"
+        )
+    pytest.skip(message)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:

@@ -13,9 +13,13 @@ import pytest
 from PIL import Image, ImageOps
 from prometheus_client import CollectorRegistry
 
+from service.geometry import outside_fraction
+from service.imaging import DEFAULT_CROP_FORMAT, render_crop
+from service.settings import MAX_CROP_SIZE, Settings
 from tests.service.conftest import ClientFactory
 from tests.service.helpers import (
     TestClient,
+    app_state,
     encode,
     gtsrb_originals,
     open_rgb,
@@ -60,6 +64,7 @@ def test_raw_body_classification(client: TestClient, sign_png: bytes, default_na
     before_conf = sample(reg, "stn_prediction_confidence_count", model_labels)
     before_scale = sample(reg, "stn_transform_scale_count", model_labels)
     before_rot = sample(reg, "stn_transform_rotation_degrees_count", model_labels)
+    before_outside = sample(reg, "stn_crop_outside_fraction_count", model_labels)
     before_batch = sample(reg, "stn_batch_size_count", model_labels)
     before_stage = {
         s: sample(reg, f"stn_{s}_duration_seconds_count", model_labels) for s in ("decode", "queue", "encode")
@@ -97,10 +102,13 @@ def test_raw_body_classification(client: TestClient, sign_png: bytes, default_na
     )
     np.testing.assert_allclose(matrix, full / full[2, 2], rtol=1e-6, atol=1e-6)
     assert transform["scale"] > 0 and -180 <= transform["rotation_deg"] <= 180
+    assert transform["outside_fraction"] == pytest.approx(
+        outside_fraction(transform["corners"], image.size), abs=1e-12
+    )
 
-    assert result["crop"].startswith("data:image/png;base64,")
+    assert result["crop"].startswith("data:image/jpeg;base64,")  # the default format
     crop = Image.open(io.BytesIO(base64.b64decode(result["crop"].split(",", 1)[1])))
-    assert crop.format == "PNG" and crop.size == (128, 128) and crop.mode == "RGB"
+    assert crop.format == "JPEG" and crop.size == (128, 128) and crop.mode == "RGB"
     timings = result["timings"]
     assert timings["batch_size"] >= 1
     assert all(timings[k] >= 0 for k in ("decode_ms", "queue_ms", "inference_ms", "encode_ms"))
@@ -115,6 +123,7 @@ def test_raw_body_classification(client: TestClient, sign_png: bytes, default_na
     assert sample(reg, "stn_prediction_confidence_count", model_labels) == before_conf + 1
     assert sample(reg, "stn_transform_scale_count", model_labels) == before_scale + 1
     assert sample(reg, "stn_transform_rotation_degrees_count", model_labels) == before_rot + 1
+    assert sample(reg, "stn_crop_outside_fraction_count", model_labels) == before_outside + 1
     assert sample(reg, "stn_batch_size_count", model_labels) == before_batch + 1
     for stage, count in before_stage.items():
         assert sample(reg, f"stn_{stage}_duration_seconds_count", model_labels) == count + 1, stage
@@ -158,7 +167,19 @@ def test_options(client: TestClient, sign_png: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["top_k=0", "crop=jpeg", "crop_size=4", "crop_size=600", "top_k=abc"], ids=lambda q: q
+    "query",
+    [
+        "top_k=0",
+        "crop=gif",
+        "crop=true",
+        "crop_size=4",
+        "crop_size=600",
+        f"crop_size={MAX_CROP_SIZE + 1}",
+        "top_k=abc",
+        "crop_quality=0",
+        "crop_quality=101",
+    ],
+    ids=lambda q: q,
 )
 def test_bad_query_parameters(client: TestClient, sign_png: bytes, query: str) -> None:
     before = sample(registry(client), "stn_rejections_total", {"reason": "invalid_request"})
@@ -356,3 +377,134 @@ def test_ppm_and_webp_uploads(client: TestClient, sign: Image.Image) -> None:
     ppm = _classify(client, encode(sign, "PPM"), "image/x-portable-pixmap")
     webp = _classify(client, encode(sign, "WEBP", lossless=True), "image/webp")
     _same_result(ppm, webp)
+
+
+def data_url_image(url: str, media_type: str) -> Image.Image:
+    prefix = f"data:{media_type};base64,"
+    assert url.startswith(prefix), url[:40]
+    image = Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
+    image.load()
+    return image
+
+
+#: Largest mean absolute difference (grey levels, over all pixels and channels) of a lossy crop from the
+#: lossless one at the default quality 90; measured 0.6-2.0 (JPEG) and 0.9-2.1 (WebP) on 20 GTSRB photos.
+LOSSY_TOLERANCE = {"jpeg": 3.0, "webp": 3.0}
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_crop_formats_decode_and_match_the_png_rendering(
+    client: TestClient, gtsrb_dir: Path, fmt: str
+) -> None:
+    """Each format is a data URL of that type that decodes to the crop; PNG is the rendering itself
+    (lossless), JPEG and WebP stay within a mean absolute difference of it."""
+    path = gtsrb_originals(gtsrb_dir, 1, stride=1)[0]
+    upload = path.read_bytes()
+    result = client.post(f"/v1/classify?crop={fmt}&crop_size=96", content=upload, headers=PNG).json()[
+        "results"
+    ][0]
+    media = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[fmt]
+    crop = data_url_image(result["crop"], media)
+    assert crop.format == fmt.upper() and crop.size == (96, 96) and crop.mode == "RGB"
+    rendered = np.asarray(
+        render_crop(open_rgb(path), np.array(result["transform"]["matrix"]), 96), dtype=float
+    )
+    pixels = np.asarray(crop, dtype=float)
+    if fmt == "png":
+        np.testing.assert_array_equal(pixels, rendered)
+    else:
+        assert np.abs(pixels - rendered).mean() <= LOSSY_TOLERANCE[fmt]
+    png = client.post("/v1/classify?crop=png&crop_size=96", content=upload, headers=PNG).json()["results"][0]
+    lossless = np.asarray(data_url_image(png["crop"], "image/png"), dtype=float)
+    np.testing.assert_array_equal(lossless, rendered)
+
+
+def test_crop_quality_changes_lossy_crops_only(client: TestClient, sign_png: bytes) -> None:
+    def crop_bytes(query: str) -> int:
+        result = client.post(f"/v1/classify?{query}", content=sign_png, headers=PNG).json()["results"][0]
+        return len(result["crop"])
+
+    assert crop_bytes("crop=jpeg&crop_quality=30") < crop_bytes("crop=jpeg&crop_quality=95")
+    assert crop_bytes("crop=webp&crop_quality=30") < crop_bytes("crop=webp&crop_quality=95")
+    assert crop_bytes("crop=png&crop_quality=30") == crop_bytes("crop=png&crop_quality=95")
+
+
+def test_no_crop_and_the_default_format(client: TestClient, sign_png: bytes) -> None:
+    none = client.post("/v1/classify?crop=none", content=sign_png, headers=PNG).json()["results"][0]
+    assert none["crop"] is None and none["transform"] is not None
+    default = client.post("/v1/classify", content=sign_png, headers=PNG).json()["results"][0]
+    assert DEFAULT_CROP_FORMAT == "jpeg" and default["crop"].startswith("data:image/jpeg;base64,")
+    parameters = client.get("/openapi.json").json()["paths"]["/v1/classify"]["post"]["parameters"]
+    crop = next(p for p in parameters if p["name"] == "crop")["schema"]
+    assert crop["default"] == "jpeg" and set(crop["enum"]) == {"jpeg", "webp", "png", "none"}
+    quality = next(p for p in parameters if p["name"] == "crop_quality")["schema"]
+    assert (quality["default"], quality["minimum"], quality["maximum"]) == (90, 1, 100)
+
+
+def test_one_crop_size_limit(client_factory: ClientFactory, model_repo: Path, sign_png: bytes) -> None:
+    """The query parameter's bound (so the OpenAPI schema) and the setting's default and bound are one
+    constant."""
+    client = client_factory(model_repo)
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/classify", "/v1/models/{name}/classify"):
+        parameters = schema["paths"][path]["post"]["parameters"]
+        crop_size = next(p for p in parameters if p["name"] == "crop_size")["schema"]
+        assert crop_size["maximum"] == MAX_CROP_SIZE
+    assert Settings().max_crop_size == MAX_CROP_SIZE
+    assert Settings.model_fields["max_crop_size"].default == MAX_CROP_SIZE
+    with pytest.raises(ValueError, match="max_crop_size"):
+        Settings(max_crop_size=MAX_CROP_SIZE + 1)
+    ok = client.post(f"/v1/classify?crop=none&crop_size={MAX_CROP_SIZE}", content=sign_png, headers=PNG)
+    assert ok.status_code == 200 and ok.json()["results"][0]["transform"]["crop_size"] == MAX_CROP_SIZE
+    lower = client_factory(model_repo, max_crop_size=64)
+    message = error_of(
+        lower.post("/v1/classify?crop_size=65", content=sign_png, headers=PNG), 422, "invalid_request"
+    )
+    assert "SERVICE_MAX_CROP_SIZE (64)" in message
+
+
+def replace_outputs(client: TestClient, name: str, *, warp: Any = None, logits: Any = None) -> None:
+    """Make the model's batcher return its real outputs with ``warp`` and/or ``logits`` replaced."""
+    batcher = app_state(client).repository.get(name).batcher
+    working = batcher.runner
+
+    def runner(images: Any) -> Any:
+        real_logits, real_warp, crop = working(images)
+        new_warp = real_warp if warp is None else np.broadcast_to(warp, real_warp.shape).astype(np.float32)
+        new_logits = real_logits if logits is None else np.full_like(real_logits, logits)
+        return new_logits, new_warp.copy(), crop
+
+    batcher.runner = runner
+
+
+def test_outside_fraction_of_a_hand_made_warp_reaches_the_response_and_the_metric(
+    client_factory: ClientFactory, model_repo: Path, default_name: str
+) -> None:
+    """The network's warp replaced by a shift of 25 in its 50x50 frame: on a 50x50 upload the crop covers
+    x 32..68, half of it outside the image (computed by hand); the response and the histogram carry 0.5."""
+    client = client_factory(model_repo)
+    replace_outputs(client, default_name, warp=np.array([[1, 0, 25], [0, 1, 0], [0, 0, 1]]))
+    reg = registry_of(client)
+    labels = {"model": default_name, "version": client.get(f"/v1/models/{default_name}").json()["version"]}
+    upload = encode(photo_like(50, 50))
+    result = client.post("/v1/classify?crop_size=36", content=upload, headers=PNG).json()["results"][0]
+    transform = result["transform"]
+    np.testing.assert_allclose(transform["corners"], [[32, 7], [68, 7], [68, 43], [32, 43]], atol=1e-5)
+    assert transform["outside_fraction"] == pytest.approx(0.5, abs=1e-6)
+    crop = np.asarray(data_url_image(result["crop"], "image/jpeg"), dtype=float)
+    assert crop[:, 24:].mean() < 8 < crop[:, :12].mean()  # the crop's right half is the black padding
+    assert sample(reg, "stn_crop_outside_fraction_bucket", {**labels, "le": "0.2"}) == 0
+    assert sample(reg, "stn_crop_outside_fraction_bucket", {**labels, "le": "0.5"}) == 1
+    assert sample(reg, "stn_crop_outside_fraction_sum", labels) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_non_finite_logits_are_a_clear_error(
+    client_factory: ClientFactory, model_repo: Path, default_name: str, sign_png: bytes
+) -> None:
+    client = client_factory(model_repo)
+    replace_outputs(client, default_name, logits=np.nan)
+    response = client.post("/v1/classify", content=sign_png, headers={**PNG, "X-Request-ID": "nan-1"})
+    message = error_of(response, 422, "non_finite_output")
+    assert "'logits'" in message and "not finite" in message
+    assert response.json()["error"]["request_id"] == "nan-1"
+    assert sample(registry_of(client), "stn_rejections_total", {"reason": "non_finite_output"}) == 1

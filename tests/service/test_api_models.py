@@ -11,9 +11,11 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import create_app
 from service.imaging import preprocess
-from tests.service.conftest import ClientFactory
-from tests.service.helpers import TestClient, gtsrb_originals, open_rgb, registry_of, sample
+from service.metrics import REJECTION_REASONS
+from tests.service.conftest import ClientFactory, make_settings
+from tests.service.helpers import TestClient, app_state, gtsrb_originals, open_rgb, registry_of, sample
 
 
 def test_model_list_and_card(client: TestClient, model_repo: Path, default_name: str) -> None:
@@ -77,8 +79,12 @@ def test_v2_infer_matches_onnxruntime(
             }
         ],
     }
+    reg = registry_of(client)
+    labels = {"model": default_name, "version": client.get(f"/v1/models/{default_name}").json()["version"]}
+    before = sample(reg, "stn_images_classified_total", labels)
     response = client.post(f"/v2/models/{default_name}/infer", json=request)
     assert response.status_code == 200, response.text
+    assert sample(reg, "stn_images_classified_total", labels) == before + 3  # v2 images count too
     body = response.json()
     assert body["model_name"] == default_name and body["id"] == "r1"
     outputs = {o["name"]: o for o in body["outputs"]}
@@ -123,6 +129,83 @@ def test_v2_infer_bad_requests_are_400(
     response = client.post(f"/v2/models/{default_name}/infer", json={"inputs": [tensor]})
     assert response.status_code == 400, response.text
     assert fragment in response.json()["error"]
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def v2_image(value: float, position: int = 0) -> dict[str, Any]:
+    data = [128.0] * 7500
+    data[position] = value
+    return {"name": "image", "shape": [1, 3, 50, 50], "datatype": "FP32", "data": data}
+
+
+@pytest.mark.parametrize("value", [1e38, -1e38, 1e30, 255.5, -0.5])
+def test_v2_infer_refuses_values_outside_the_value_range(
+    client: TestClient, default_name: str, value: float
+) -> None:
+    """Issue 15: 1e38 (finite FP32) used to make the outputs non-finite and the JSON encoder fail (500)."""
+    before = sample(registry_of(client), "stn_rejections_total", {"reason": "invalid_request"})
+    response = client.post(
+        f"/v2/models/{default_name}/infer",
+        json={"inputs": [v2_image(value, position=4321)]},
+        headers={"X-Request-ID": "range-1"},
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["request_id"] == "range-1" == response.headers["x-request-id"]
+    assert "value range [0, 255]" in body["error"]
+    assert sample(registry_of(client), "stn_rejections_total", {"reason": "invalid_request"}) == before + 1
+
+
+def test_v2_infer_accepts_the_ends_of_the_value_range(client: TestClient, default_name: str) -> None:
+    for value in (0.0, 255.0):
+        response = client.post(f"/v2/models/{default_name}/infer", json={"inputs": [v2_image(value)]})
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("output", ["logits", "warp", "crop"])
+def test_v2_non_finite_outputs_are_a_clear_400(
+    client_factory: ClientFactory, model_repo: Path, default_name: str, output: str
+) -> None:
+    """A model that answers NaN for a valid input: a JSON error naming the output, never non-finite JSON."""
+    client = client_factory(model_repo)
+    batcher = app_state(client).repository.get(default_name).batcher
+    working = batcher.runner
+    position = ["logits", "warp", "crop"].index(output)
+
+    def broken(images: Any) -> Any:
+        arrays = list(working(images))
+        arrays[position] = np.full_like(arrays[position], np.nan)
+        return tuple(arrays)
+
+    batcher.runner = broken
+    response = client.post(
+        f"/v2/models/{default_name}/infer",
+        json={"inputs": [v2_image(0.0)], "outputs": [{"name": output}]},
+        headers={"X-Request-ID": "nan-2"},
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert set(body) == {"error", "request_id"} and body["request_id"] == "nan-2"
+    assert f"output {output!r}" in body["error"] and "not finite" in body["error"]
+    assert sample(registry_of(client), "stn_rejections_total", {"reason": "non_finite_output"}) == 1
+
+
+def test_v2_internal_errors_carry_the_request_id(model_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr("service.routes.v2._check_value_range", explode)
+    with TestClient(create_app(make_settings(model_repo)), raise_server_exceptions=False) as client:
+        name = client.get("/v1/models").json()["default"]
+        response = client.post(
+            f"/v2/models/{name}/infer", json={"inputs": [v2_image(0.0)]}, headers={"X-Request-ID": "bug-2"}
+        )
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": "internal error; see the server log for this request id",
+            "request_id": "bug-2",
+        }
+        assert sample(registry_of(client), "stn_rejections_total", {"reason": "internal_error"}) == 1
 
 
 def test_v2_infer_unknown_output_and_model(client: TestClient, default_name: str) -> None:
@@ -134,6 +217,10 @@ def test_v2_infer_unknown_output_and_model(client: TestClient, default_name: str
     assert client.post("/v2/models/nope/infer", json={"inputs": [tensor]}).status_code == 404
     malformed = client.post(f"/v2/models/{default_name}/infer", json={"inputs": "nope"})
     assert malformed.status_code == 400 and "inputs" in malformed.json()["error"]
+    missing = client.post(
+        "/v2/models/nope/infer", json={"inputs": [tensor]}, headers={"X-Request-ID": "v2-404"}
+    )
+    assert missing.json() == {"error": missing.json()["error"], "request_id": "v2-404"}
 
 
 def test_metrics_endpoint(client: TestClient, default_name: str) -> None:
@@ -148,6 +235,7 @@ def test_metrics_endpoint(client: TestClient, default_name: str) -> None:
         "stn_inference_duration_seconds", "stn_encode_duration_seconds", "stn_batch_size", "stn_queue_depth",
         "stn_model_load_duration_seconds", "stn_model_info", "stn_model_reloads", "stn_predictions",
         "stn_prediction_confidence", "stn_transform_scale", "stn_transform_rotation_degrees",
+        "stn_crop_outside_fraction",
     }  # fmt: skip
     assert expected <= set(families)
     reg = registry_of(client)
@@ -158,7 +246,28 @@ def test_metrics_endpoint(client: TestClient, default_name: str) -> None:
         reg, "stn_model_load_duration_seconds", {"model": default_name, "version": info[0].labels["version"]}
     )
     assert load > 0
-    assert sample(reg, "stn_rejections_total", {"reason": "overloaded"}) == 0.0  # pre-created series
+    for reason in REJECTION_REASONS:  # pre-created series: get_sample_value is None for a missing one
+        assert reg.get_sample_value("stn_rejections_total", {"reason": reason}) is not None, reason
+    assert {"internal_error", "not_found", "non_finite_output", "method_not_allowed"} <= set(
+        REJECTION_REASONS
+    )
+
+
+def test_every_error_code_is_a_pre_created_reason(client: TestClient) -> None:
+    """Every code a 4xx/5xx can carry is one of REJECTION_REASONS, and counting it changes that series."""
+    reg = registry_of(client)
+    before = {
+        r: sample(reg, "stn_rejections_total", {"reason": r}) for r in ("not_found", "method_not_allowed")
+    }
+    assert client.get("/no/such/page").status_code == 404
+    assert client.get("/v1/classify").status_code == 405
+    assert sample(reg, "stn_rejections_total", {"reason": "not_found"}) == before["not_found"] + 1
+    assert (
+        sample(reg, "stn_rejections_total", {"reason": "method_not_allowed"})
+        == before["method_not_allowed"] + 1
+    )
+    codes = {"invalid_request", "payload_too_large", "unsupported_media_type", "inference_error", "timeout"}
+    assert codes <= set(REJECTION_REASONS)
 
 
 def test_metrics_prefix_setting(client_factory: ClientFactory, model_repo: Path) -> None:

@@ -19,6 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from service.metrics import ServiceMetrics
+from tests.service.helpers import missing_system_package
 
 
 def load_yaml(path: Path) -> Any:
@@ -84,7 +85,9 @@ def test_prometheus_config(repo_root: Path, tmp_path: Path) -> None:
     assert job["static_configs"][0]["targets"] == ["service:8000"]
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus); YAML structure checked only")
+        missing_system_package(
+            "promtool not installed (Debian package prometheus); YAML structure checked only"
+        )
     out = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -113,6 +116,12 @@ def exposed_names() -> set[str]:
     return names
 
 
+def _registry_with_one_outside_sample() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ServiceMetrics(registry, "stn").crop_outside.labels("m", "1").observe(0.3)
+    return registry
+
+
 def test_dashboard_queries_only_exposed_metrics(repo_root: Path) -> None:
     dashboard = json.loads((repo_root / "deploy" / "grafana" / "dashboards" / "stn-service.json").read_text())
     datasource_uid = load_yaml(repo_root / "deploy/grafana/provisioning/datasources/prometheus.yml")[
@@ -128,11 +137,23 @@ def test_dashboard_queries_only_exposed_metrics(repo_root: Path) -> None:
         "stn_requests_total", "stn_queue_depth", "stn_predictions_total", "stn_transform_scale_bucket",
         "stn_transform_rotation_degrees_bucket", "stn_prediction_confidence_bucket", "stn_rejections_total",
         "stn_batch_size_bucket", "stn_inference_duration_seconds_bucket", "stn_model_info",
+        "stn_crop_outside_fraction_bucket", "stn_crop_outside_fraction_count",
     }  # fmt: skip
     assert families <= used
     assert all(p["datasource"]["uid"] == datasource_uid for p in dashboard["panels"] if "datasource" in p)
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    # the crop-outside panels: the share of crops more than 10% outside, and its histogram over time
+    outside = [e for e in exprs if "stn_crop_outside_fraction" in e]
+    assert any('le="0.1"' in e for e in outside) and any("histogram_quantile" in e for e in outside)
+    assert any(p["type"] == "heatmap" and "outside" in p["title"] for p in dashboard["panels"])
+    buckets = {
+        s.labels["le"]
+        for family in _registry_with_one_outside_sample().collect()
+        for s in family.samples
+        if s.name == "stn_crop_outside_fraction_bucket"
+    }
+    assert "0.1" in buckets  # the bucket the share reads
 
 
 def test_compose_config_validates(repo_root: Path) -> None:
