@@ -47,7 +47,7 @@ def train_state(
 
 #: Model-config fields that may differ between a fine-tuning run and the checkpoint it starts from (they
 #: change how the sampler behaves, not which weights exist).
-FINE_TUNE_FREE = ("sampler", "eval_forward", "num_samples", "dropout")
+FINE_TUNE_FREE = ("sampler", "eval_forward", "num_samples", "dropout", "loc_context")
 RECURRENT_FREE = ("model_type", "warp_n")
 """Also free between an STN and an IC-STN: the IC-STN applies the STN's localisation network recurrently, so
 the two have the same parameters, and a trained STN is a warm start for an IC-STN."""

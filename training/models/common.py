@@ -83,9 +83,10 @@ class WarpSampler(nn.Module):
     padding).
     """
 
-    def __init__(self, config: ModelConfig, out_size: int | None = None) -> None:
+    def __init__(self, config: ModelConfig, out_size: int | None = None, extent: float = 1.0) -> None:
         super().__init__()
         self.out_size = config.crop_size if out_size is None else out_size
+        self.extent = extent  # half-side of the sampled region, canonical units (1 = the crop)
         self.sampler = GridSampler(
             mode=config.sampler,
             padding_mode="zeros",
@@ -100,7 +101,7 @@ class WarpSampler(nn.Module):
         Runs in float32 with autocast disabled (grids in bf16/fp16 would be off by a fraction of a pixel).
         """
         with _full_precision(feature):
-            grid = geometry.sampling_grid(warp.float(), self.out_size, frame=FRAME_SIZE)
+            grid = geometry.sampling_grid(warp.float(), self.out_size, frame=FRAME_SIZE, extent=self.extent)
             out: Tensor = self.sampler(feature.float(), grid)
         return out
 
@@ -118,8 +119,8 @@ class TransformerClassifier(nn.Module):
         self.warp_sampler = WarpSampler(config)
         # A second sampler only where the localisation network sees another size than the classifier.
         self.loc_sampler: WarpSampler | None = None
-        if config.loc_size != config.crop_size:
-            self.loc_sampler = WarpSampler(config, config.loc_size)
+        if config.loc_size != config.crop_size or config.loc_context != 1.0:
+            self.loc_sampler = WarpSampler(config, config.loc_size, extent=config.loc_context)
         self.register_buffer("eye", torch.eye(3), persistent=False)
 
     def identity(self, batch_like: Tensor) -> Tensor:
@@ -134,7 +135,8 @@ class TransformerClassifier(nn.Module):
 
     def sample_for_localisation(self, feature: Tensor, warp: Tensor) -> Tensor:
         """Sample ``feature`` (B, C, 50, 50) through ``warp`` for the localisation network -> (B, C, L, L),
-        L = ``config.loc_size`` (36 with ``loc_input="full"``, else S)."""
+        L = ``config.loc_size`` (36 with ``loc_input="full"``, else S), covering ``config.loc_context``
+        canonical units on each side of the crop's centre."""
         sampler = self.warp_sampler if self.loc_sampler is None else self.loc_sampler
         out: Tensor = sampler(feature, warp)
         return out

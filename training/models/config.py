@@ -60,6 +60,11 @@ class ModelConfig:
             setting of Jiang et al.'s downsampling experiment), or ``output``, the crop at S = 36 / r px like
             the classifier (checkpoints written before this option). Identical at r = 1; ``stn-c`` and
             ``stn-sl`` share the classifier's first layers and always work at S.
+        loc_context: half-side, in canonical units, of the region around the current warp's crop that the
+            localisation network of ``stn`` and ``icstn`` sees (at ``loc_size`` pixels): 1.0 = the crop
+            itself (the paper's setting), 1.3 = 30% more on every side, so a network pulled towards the
+            annotated sign box sees the box's edges even when they lie on or past the crop's border. The
+            parameters do not depend on it (a fine-tuning run may change it).
     """
 
     model_type: str = "stn"
@@ -73,6 +78,7 @@ class ModelConfig:
     num_classes: int = 43
     dropout: float = 0.0
     loc_input: str = "full"
+    loc_context: float = 1.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, object, tuple[object, ...]]] = [
@@ -87,6 +93,10 @@ class ModelConfig:
         for key, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"model.{key} = {value!r}: expected one of {', '.join(map(str, allowed))}")
+        if not 1.0 <= self.loc_context <= 2.0:
+            raise ConfigError(f"model.loc_context = {self.loc_context}: expected 1 <= value <= 2")
+        if self.loc_context != 1.0 and self.model_type not in ("stn", "icstn"):
+            raise ConfigError("model.loc_context: only stn and icstn have a separate localisation input")
         if self.num_samples < 1:
             raise ConfigError(f"model.num_samples = {self.num_samples}: expected >= 1")
         if self.warp_n < 1:
