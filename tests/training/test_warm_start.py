@@ -60,3 +60,36 @@ def test_other_architectures_still_refuse(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match="warp_type"):
         init_weights(build_model(other.model), str(path), other)
+
+
+def test_loc_context_widens_what_the_localisation_network_sees(tmp_path: Path) -> None:
+    from training import geometry
+    from training.errors import ConfigError
+
+    wide = ModelConfig(
+        model_type="stn", arch="paper", sampler="bilinear", warp_type="affine", loc_context=1.25
+    )
+    model = build_model(wide).eval()
+    assert model.loc_sampler is not None and model.loc_sampler.extent == 1.25
+    # The localisation input is the crop of a 1.25x larger region: the same as sampling the frame through the
+    # identity scaled by 1.25 about the centre.
+    x = torch.rand(2, 3, 50, 50) * 255
+    eye = torch.eye(3).expand(2, 3, 3)
+    scaled = torch.diag(torch.tensor([1.25, 1.25, 1.0])).expand(2, 3, 3)
+    torch.testing.assert_close(
+        model.sample_for_localisation(x, eye),
+        geometry.warp_images(x, scaled, wide.loc_size),
+        atol=5e-3,  # 0..255 pixels; float32 grids built two ways
+        rtol=0,
+    )
+    # Same parameters as the plain STN: a fine-tuning run may change the context.
+    plain_config = _config("stn", tmp_path)
+    path = save_checkpoint(
+        tmp_path / "p.pt", build_model(plain_config.model), train_config=plain_config.to_dict()
+    )
+    wide_config = replace(plain_config, model=replace(plain_config.model, loc_context=1.3))
+    init_weights(build_model(wide_config.model), str(path), wide_config)
+    with pytest.raises(ConfigError, match="loc_context"):
+        ModelConfig(model_type="cnn", loc_context=1.3)
+    with pytest.raises(ConfigError, match="loc_context"):
+        ModelConfig(loc_context=0.5)
