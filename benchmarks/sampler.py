@@ -1,17 +1,21 @@
-"""Benchmark: forward+backward time and peak extra memory of torch bilinear, linearized, and the
-straightforward (materialized) linearized formulation.
+"""Benchmark: forward+backward time and peak extra memory of torch bilinear, the linearized sampler's
+PyTorch path and its fused kernel (C++ on CPU, Triton on CUDA), and the straightforward (materialized)
+formulation (:mod:`training.sampling.reference`).
 
-Run from the repository root (the straightforward formulation lives in the tests)::
+Run from the repository root::
 
     .venv/bin/python -m benchmarks.sampler                 # all threads torch uses by default
-    .venv/bin/python -m benchmarks.sampler --threads 1 --repeats 30
+    .venv/bin/python -m benchmarks.sampler --threads 1 --repeats 30 --clock cpu
+    python3 -m benchmarks.sampler --device cuda --repeats 50 --out sampler_cuda.md
 
 Timing: each repeat runs every method once, in rotating order, on the same tensors (a fresh ``.grad``
 each time); the table reports the median over repeats, in milliseconds, of one forward plus one backward with
-a random ``grad_output`` (gradients w.r.t. both input and grid). Memory: peak bytes allocated above what was
-live before the call, over one forward+backward (CPU: from the profiler's allocation events; CUDA:
-``torch.cuda.max_memory_allocated``). "extra vs bilinear" is the linearized peak minus bilinear's; the target
-is at most input + output bytes.
+a random ``grad_output`` (gradients w.r.t. both input and grid). ``--clock wall`` (default) times with
+``time.perf_counter``; ``--clock cpu`` with ``time.thread_time``, the CPU time of the calling thread, which
+leaves out the time the thread waited for a core on a loaded machine (only meaningful with ``--threads 1``
+on CPU). Memory: peak bytes allocated above what was live before the call, over one forward+backward (CPU:
+from the profiler's allocation events; CUDA: ``torch.cuda.max_memory_allocated``). "fused extra vs bil" is
+the fused kernel's peak minus bilinear's; the target is at most input + output bytes.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from tests.training.sampling.reference import reference_linearized_grid_sample
-from training.sampling import grid_sample
+from training.sampling import cpu_kernel, grid_sample, triton_kernel
+from training.sampling.reference import reference_linearized_grid_sample
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,26 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload(32, 32, 64, 32),
 )
 
+QUICK_WORKLOADS: tuple[Workload, ...] = (Workload(4, 3, 20, 9),)
+"""``--quick``: one tiny workload (the dry run of benchmarks/gpu_check.sh)."""
+
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-METHODS: dict[str, Method] = {
-    "bilinear": lambda x, g: F.grid_sample(x, g, mode="bilinear", align_corners=False),
-    "linearized": lambda x, g: grid_sample(x, g, mode="linearized"),
-    "straightforward": lambda x, g: reference_linearized_grid_sample(x, g),
-}
+
+def methods_for(device: torch.device, straightforward: bool = True) -> dict[str, Method]:
+    """The compared methods; "fused" is the C++ kernel on CPU and the Triton kernel on CUDA (absent where
+    it is unavailable); "straightforward" unless ``straightforward=False``."""
+    methods: dict[str, Method] = {
+        "bilinear": lambda x, g: F.grid_sample(x, g, mode="bilinear", align_corners=False),
+        "torch path": lambda x, g: grid_sample(x, g, mode="linearized", backend="torch"),
+    }
+    fused = "triton" if device.type == "cuda" else "cpu"
+    probe = torch.empty(0, device=device)
+    if cpu_kernel.supports(probe) if fused == "cpu" else triton_kernel.supports(probe):
+        methods["fused"] = lambda x, g: grid_sample(x, g, mode="linearized", backend=fused)
+    if straightforward:
+        methods["straightforward"] = lambda x, g: reference_linearized_grid_sample(x, g)
+    return methods
 
 
 def make_inputs(work: Workload, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,7 +111,11 @@ def sync(device: torch.device) -> None:
 
 
 def time_methods(
-    work: Workload, device: torch.device, repeats: int, methods: dict[str, Method]
+    work: Workload,
+    device: torch.device,
+    repeats: int,
+    methods: dict[str, Method],
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median milliseconds of forward+backward per method (interleaved repeats)."""
     x, grid, grad = make_inputs(work, device)
@@ -108,10 +130,10 @@ def time_methods(
         for i in range(len(names)):
             name = names[(i + r) % len(names)]
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             step(methods[name], x, grid, grad)
             sync(device)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append((clock() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -149,30 +171,48 @@ def mib(nbytes: float) -> str:
     return f"{nbytes / 2**20:.2f}"
 
 
-def run(device: torch.device, repeats: int, skip_memory: bool) -> list[str]:
+def run(
+    device: torch.device,
+    repeats: int,
+    skip_memory: bool,
+    workloads: tuple[Workload, ...] = WORKLOADS,
+    clock: Callable[[], float] = time.perf_counter,
+    straightforward: bool = True,
+) -> list[str]:
     """Benchmark every workload on ``device``; returns the markdown table's lines."""
+    methods = methods_for(device, straightforward)
+    names = list(methods)
+    ratios = [name for name in names if name not in ("bilinear", "straightforward")]
     lines = [
-        "| workload | bilinear ms | linearized ms | straightforward ms | lin / bil | straightforward / lin "
-        "| peak MiB bil / lin / straightforward | lin extra vs bil MiB | input+output MiB |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| workload | "
+        + " | ".join(f"{name} ms" for name in names)
+        + " | "
+        + " | ".join(f"{name} / bil" for name in ratios)
+        + " | peak MiB "
+        + " / ".join(names)
+        + " | fused extra vs bil MiB | input+output MiB |",
+        "|---|" + "---:|" * (len(names) + len(ratios)) + "---|---:|---:|",
     ]
     print("\n".join(lines), flush=True)
-    for work in WORKLOADS:
-        ms = time_methods(work, device, repeats, METHODS)
-        bil, lin, ref = ms["bilinear"], ms["linearized"], ms["straightforward"]
+    for work in workloads:
+        ms = time_methods(work, device, repeats, methods, clock)
         elem = 4
         budget = elem * work.n * work.c * (work.size_in**2 + work.size_out**2)
         if skip_memory:
             mem_cells = "-", "-"
         else:
-            peaks = {name: peak_memory(work, device, method) for name, method in METHODS.items()}
+            peaks = {name: peak_memory(work, device, method) for name, method in methods.items()}
+            fused = "fused" if "fused" in peaks else "torch path"
             mem_cells = (
-                " / ".join(mib(peaks[name]) for name in METHODS),
-                mib(peaks["linearized"] - peaks["bilinear"]),
+                " / ".join(mib(peaks[name]) for name in names),
+                mib(peaks[fused] - peaks["bilinear"]),
             )
         lines.append(
-            f"| {work.name} | {bil:.2f} | {lin:.2f} | {ref:.2f} | {lin / bil:.2f} | {ref / lin:.2f} "
-            f"| {mem_cells[0]} | {mem_cells[1]} | {mib(budget)} |"
+            f"| {work.name} | "
+            + " | ".join(f"{ms[name]:.2f}" for name in names)
+            + " | "
+            + " | ".join(f"{ms[name] / ms['bilinear']:.2f}" for name in ratios)
+            + f" | {mem_cells[0]} | {mem_cells[1]} | {mib(budget)} |"
         )
         print(lines[-1], flush=True)
     return lines
@@ -218,7 +258,7 @@ def breakdown(device: torch.device, repeats: int) -> None:
         x, grid, grad = make_inputs(work, device)
         z = torch.empty(2, work.n, 1, work.size_out, work.size_out, device=device)
         xr, gr = x.clone().requires_grad_(True), grid.clone().requires_grad_(True)
-        bil = median_ms(partial(step, METHODS["bilinear"], xr, gr, grad), device, repeats)
+        bil = median_ms(partial(step, methods_for(device)["bilinear"], xr, gr, grad), device, repeats)
         rng = median_ms(partial(_draws, z), device, repeats)
         fwd = median_ms(partial(_forwards, x, grid), device, repeats)
         bwd = median_ms(partial(_input_backward, x, grid, grad), device, repeats)
@@ -235,6 +275,14 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda when available)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="wall: perf_counter; cpu: thread_time"
+    )
+    parser.add_argument("--quick", action="store_true", help="one tiny workload (a smoke test)")
+    parser.add_argument(
+        "--no-straightforward", action="store_true", help="leave out the (slow) materialized formulation"
+    )
+    parser.add_argument("--out", default=None, help="also write the tables (markdown) to this file")
+    parser.add_argument(
         "--breakdown", action="store_true", help="print the cost floor of an unfused implementation instead"
     )
     args = parser.parse_args()
@@ -243,17 +291,31 @@ def main() -> None:
     devices = [torch.device(args.device)] if args.device else [torch.device("cpu")]
     if args.device is None and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
+    report: list[str] = []
     for device in devices:
         label = (
             torch.cuda.get_device_name(device)
             if device.type == "cuda"
             else f"{torch.get_num_threads()} threads"
         )
-        print(f"\n## {device.type} ({label}), torch {torch.__version__}, median of {args.repeats} repeats\n")
+        title = (
+            f"## {device.type} ({label}), torch {torch.__version__}, median of {args.repeats} repeats, "
+            f"{args.clock} clock"
+        )
+        print(f"\n{title}\n")
         if args.breakdown:
             breakdown(device, args.repeats)
         else:
-            run(device, args.repeats, args.skip_memory)
+            report += [
+                "",
+                title,
+                "",
+                *run(device, args.repeats, args.skip_memory, workloads, clock, not args.no_straightforward),
+            ]
+    if args.out:
+        Path(args.out).write_text("\n".join(report) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,21 +4,17 @@ Convention (as ``torch.nn.functional.grid_sample``): ``grid[n, i, j] = (x, y)`` 
 output pixel (i, j), in normalized coordinates: x = -1 is the left and x = +1 the right of the input, y = -1
 the top and y = +1 the bottom. With ``align_corners=False`` the extremes are the outer *edges* of the border
 pixels, with ``align_corners=True`` their *centres*. Points outside are read according to ``padding_mode``.
+
+Both functions build one :class:`~training.sampling.options.SamplerOptions` (validated once) and call the one
+dispatch point, :func:`training.sampling.dispatch.sample`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from training.sampling.linearized import linearized_grid_sample
-from training.sampling.multiscale import multiscale_grid_sample
-from training.sampling.prefilter import expected_grid_sample
-from training.sampling.validation import (
-    check_linearized_options,
-    check_mode,
-    check_sampler_inputs,
-)
+from training.sampling.dispatch import sample
+from training.sampling.options import SamplerOptions
 
 
 def grid_sample(
@@ -33,6 +29,8 @@ def grid_sample(
     push_std: float | None = None,
     exact_forward: bool = False,
     generator: torch.Generator | None = None,
+    backend: str = "auto",
+    options: SamplerOptions | None = None,
 ) -> torch.Tensor:
     """Sample ``input`` at the points of ``grid``.
 
@@ -41,8 +39,9 @@ def grid_sample(
         grid: sampling points, shape (N, H_out, W_out, 2), normalized [-1, 1], x then y, same dtype and device
             as ``input``.
         mode: "bilinear", "nearest", "bicubic" (exactly torch's own), "linearized" (linearized multi-sampling:
-            random in its forward value, plane-slope gradient w.r.t. ``grid``) or "multiscale" (bilinear
-            sampling of the pyramid level matching the grid's local footprint; deterministic).
+            random in its forward value, plane-slope gradient w.r.t. ``grid``), "multiscale" (bilinear
+            sampling of the pyramid level matching the grid's local footprint; deterministic) or "expected"
+            (linearized sampling's deterministic eval forward, :func:`expected_linearized_sample`).
         padding_mode: "zeros", "border" or "reflection".
         align_corners: as in ``torch.nn.functional.grid_sample``.
         num_samples: linearized only: K, the centre plus K - 1 auxiliary samples per output location (>= 4).
@@ -53,6 +52,10 @@ def grid_sample(
         exact_forward: linearized only: return exactly the bilinear sample (bit for bit), same gradients.
         generator: linearized only: ``torch.Generator`` (on the input's device) for the offsets; None uses
             torch's default generator.
+        backend: linearized only: "auto", "torch", "cpu" or "triton" (see
+            :data:`training.sampling.options.BACKENDS`).
+        options: all of the above but ``generator`` at once; when given, the other option arguments are
+            ignored.
 
     Returns:
         (N, C, H_out, W_out), the input's dtype and device.
@@ -64,28 +67,22 @@ def grid_sample(
     Example:
         >>> x = torch.rand(2, 3, 50, 50)
         >>> theta = torch.tensor([[0.72, 0.0, 0.0], [0.0, 0.72, 0.0]]).expand(2, 2, 3)
-        >>> g = F.affine_grid(theta, (2, 3, 9, 9), align_corners=False)
+        >>> g = torch.nn.functional.affine_grid(theta, (2, 3, 9, 9), align_corners=False)
         >>> grid_sample(x, g, mode="linearized").shape
         torch.Size([2, 3, 9, 9])
     """
-    check_sampler_inputs(input, grid)
-    check_mode(mode, padding_mode)
-    if mode == "linearized":
-        check_linearized_options(num_samples, offset_std, push_std, generator, input.device)
-        return linearized_grid_sample(
-            input,
-            grid,
-            padding_mode,
-            align_corners,
+    if options is None:
+        options = SamplerOptions(
+            mode=mode,
+            padding_mode=padding_mode,
+            align_corners=align_corners,
             num_samples=num_samples,
             offset_std=offset_std,
             push_std=push_std,
             exact_forward=exact_forward,
-            generator=generator,
+            backend=backend,
         )
-    if mode == "multiscale":
-        return multiscale_grid_sample(input, grid, padding_mode, align_corners)
-    return F.grid_sample(input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    return sample(input, grid, options, generator=generator)
 
 
 def expected_linearized_sample(
@@ -100,7 +97,7 @@ def expected_linearized_sample(
 ) -> torch.Tensor:
     """The deterministic "expected" forward of linearized sampling: bilinear sampling of the input
     prefiltered by the Gaussian of the auxiliary offsets' spread (standard ops only: Pad/Gather, depthwise
-    Conv, GridSample).
+    Conv, GridSample). The same as ``grid_sample(..., mode="expected")``.
 
     Args:
         input: (N, C, H_in, W_in), floating point.
@@ -115,15 +112,12 @@ def expected_linearized_sample(
     Returns:
         (N, C, H_out, W_out), the input's dtype.
     """
-    check_sampler_inputs(input, grid)
-    check_mode("linearized", padding_mode)
-    check_linearized_options(num_samples, offset_std, push_std, None, input.device)
-    return expected_grid_sample(
-        input,
-        grid,
-        padding_mode,
-        align_corners,
+    options = SamplerOptions(
+        mode="expected",
+        padding_mode=padding_mode,
+        align_corners=align_corners,
         num_samples=num_samples,
         offset_std=offset_std,
         push_std=push_std,
     )
+    return sample(input, grid, options)

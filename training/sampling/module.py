@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-from training.sampling.functional import grid_sample
-from training.sampling.prefilter import expected_grid_sample
-from training.sampling.validation import (
-    check_eval_forward,
-    check_linearized_options,
-    check_mode,
-    check_sampler_inputs,
-)
+from training.sampling.dispatch import sample
+from training.sampling.options import SamplerOptions
 
 
 class GridSampler(nn.Module):
@@ -25,10 +17,11 @@ class GridSampler(nn.Module):
     ``eval_forward="expected"`` is bilinear sampling of the input prefiltered by the Gaussian of the auxiliary
     offsets' spread (the expected value of the training forward; standard ops: Pad/Gather, depthwise Conv,
     GridSample). Other modes are deterministic and run themselves. Both linearized eval forwards export to
-    ONNX.
+    ONNX. Which forward runs is ``options.forward(self.training)``; :func:`training.sampling.dispatch.sample`
+    runs it.
 
     Args:
-        mode: one of ``SAMPLING_MODES``.
+        mode: one of ``SAMPLING_MODES`` (or "expected").
         padding_mode: "zeros", "border" or "reflection".
         align_corners: as in ``torch.nn.functional.grid_sample``.
         eval_forward: "bilinear" or "expected"; used by "linearized" in eval mode only.
@@ -36,6 +29,8 @@ class GridSampler(nn.Module):
         exact_forward: linearized: training forward value exactly bilinear (same gradients).
         offset_std: linearized offset noise std in output pixels (None: 0.25).
         push_std: linearized push-away std in input pixels (None: 1.0).
+        backend: linearized training forward's implementation ("auto", "torch", "cpu", "triton").
+        options: all of the above at once; when given, the other arguments are ignored.
 
     Shapes:
         input (N, C, H_in, W_in); grid (N, H_out, W_out, 2), normalized [-1, 1], x then y; output
@@ -53,58 +48,41 @@ class GridSampler(nn.Module):
         padding_mode: str = "zeros",
         align_corners: bool = False,
         *,
-        eval_forward: Literal["bilinear", "expected"] = "bilinear",
+        eval_forward: str = "bilinear",
         num_samples: int = 8,
         exact_forward: bool = False,
         offset_std: float | None = None,
         push_std: float | None = None,
+        backend: str = "auto",
+        options: SamplerOptions | None = None,
     ) -> None:
         super().__init__()
-        check_mode(mode, padding_mode)
-        check_eval_forward(eval_forward)
-        check_linearized_options(num_samples, offset_std, push_std, None, torch.device("cpu"))
-        self.mode = mode
-        self.padding_mode = padding_mode
-        self.align_corners = align_corners
-        self.eval_forward = eval_forward
-        self.num_samples = num_samples
-        self.exact_forward = exact_forward
-        self.offset_std = offset_std
-        self.push_std = push_std
+        if options is None:
+            options = SamplerOptions(
+                mode=mode,
+                padding_mode=padding_mode,
+                align_corners=align_corners,
+                eval_forward=eval_forward,
+                num_samples=num_samples,
+                exact_forward=exact_forward,
+                offset_std=offset_std,
+                push_std=push_std,
+                backend=backend,
+            )
+        self.options = options
 
     @property
     def inference_forward(self) -> str:
         """What eval mode computes: "bilinear" or "expected" for linearized, else the mode itself."""
-        return self.eval_forward if self.mode == "linearized" else self.mode
+        return self.options.forward(training=False)
 
     def forward(self, input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Sample ``input`` (N, C, H_in, W_in) at ``grid`` (N, H_out, W_out, 2) -> (N, C, H_out, W_out)."""
-        mode = self.mode if self.training else self.inference_forward
-        if mode == "expected":
-            check_sampler_inputs(input, grid)
-            return expected_grid_sample(
-                input,
-                grid,
-                self.padding_mode,
-                self.align_corners,
-                num_samples=self.num_samples,
-                offset_std=self.offset_std,
-                push_std=self.push_std,
-            )
-        return grid_sample(
-            input,
-            grid,
-            mode,
-            self.padding_mode,
-            self.align_corners,
-            num_samples=self.num_samples,
-            offset_std=self.offset_std,
-            push_std=self.push_std,
-            exact_forward=self.exact_forward,
-        )
+        return sample(input, grid, self.options, forward=self.options.forward(self.training))
 
     def extra_repr(self) -> str:
+        o = self.options
         return (
-            f"mode={self.mode!r}, padding_mode={self.padding_mode!r}, align_corners={self.align_corners}, "
-            f"inference_forward={self.inference_forward!r}, num_samples={self.num_samples}"
+            f"mode={o.mode!r}, padding_mode={o.padding_mode!r}, align_corners={o.align_corners}, "
+            f"inference_forward={self.inference_forward!r}, num_samples={o.num_samples}"
         )

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from training.sampling.offsets import offset_spread
+from training.sampling.options import SamplerOptions
 from training.sampling.tracing import constant, static_sizes
 
 
@@ -143,16 +143,7 @@ def gaussian_prefilter(
     return filtered, (scale_x, scale_y)
 
 
-def expected_grid_sample(
-    input: torch.Tensor,
-    grid: torch.Tensor,
-    padding_mode: str = "zeros",
-    align_corners: bool = False,
-    *,
-    num_samples: int = 8,
-    offset_std: float | None = None,
-    push_std: float | None = None,
-) -> torch.Tensor:
+def expected_grid_sample(input: torch.Tensor, grid: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
     """Deterministic expected value of the linearized forward: bilinear sampling of the prefiltered input.
 
     The linearized forward is the least-squares plane through n = K - 1 bilinear samples at Gaussian offsets
@@ -169,11 +160,7 @@ def expected_grid_sample(
     Args:
         input: (N, C, H_in, W_in), validated.
         grid: (N, H_out, W_out, 2), normalized [-1, 1], x then y.
-        padding_mode: "zeros", "border" or "reflection".
-        align_corners: as in ``grid_sample``.
-        num_samples: K of the training forward (>= 4).
-        offset_std: offset noise in output pixels (None: 0.25).
-        push_std: push-away jitter in input pixels (None: 1.0).
+        options: padding mode, ``align_corners``, and the training forward's K and spreads.
 
     Returns:
         (N, C, H_out, W_out), the input's dtype.
@@ -181,9 +168,10 @@ def expected_grid_sample(
     h_in, w_in = static_sizes(input, (2, 3))
     h_out, w_out = static_sizes(grid, (1, 2))
     in_size = (h_in, w_in)
-    spread = offset_spread(in_size, (h_out, w_out), offset_std, push_std)
+    padding_mode, align_corners = options.padding_mode, options.align_corners
+    spread = options.spread(in_size, (h_out, w_out))
     sigma_y, sigma_x = spread.in_input_pixels(in_size, align_corners)
-    shrink = expected_variance_factor(num_samples) ** 0.5
+    shrink = expected_variance_factor(options.num_samples) ** 0.5
     sigma_y, sigma_x = sigma_y * shrink, sigma_x * shrink
     filtered, (scale_x, scale_y) = gaussian_prefilter(input, sigma_y, sigma_x, padding_mode, align_corners)
     if scale_x != 1.0 or scale_y != 1.0:

@@ -1,11 +1,13 @@
-"""Argument checks shared by every sampler: explicit exceptions naming the expected and the actual value."""
+"""Argument checks of every sampler call: explicit exceptions naming the expected and the actual value.
+
+The options themselves are validated once, when a :class:`~training.sampling.options.SamplerOptions` is
+built."""
 
 from __future__ import annotations
 
 import torch
 
 from training.errors import ConfigError, ShapeError
-from training.sampling.modes import EVAL_FORWARDS, PADDING_MODES, SAMPLING_MODES
 
 
 def check_sampler_inputs(input: torch.Tensor, grid: torch.Tensor) -> None:
@@ -45,61 +47,23 @@ def check_sampler_inputs(input: torch.Tensor, grid: torch.Tensor) -> None:
         raise ShapeError(f"input must have non-empty H_in and W_in, got shape {tuple(input.shape)}")
 
 
-def check_mode(mode: str, padding_mode: str) -> None:
-    """Check the sampling and padding mode names.
-
-    Raises:
-        ConfigError: for a name outside ``SAMPLING_MODES`` or ``PADDING_MODES``.
-    """
-    if mode not in SAMPLING_MODES:
-        raise ConfigError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}")
-    if padding_mode not in PADDING_MODES:
-        raise ConfigError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-
-
-def check_eval_forward(eval_forward: str) -> None:
-    """Check the name of the deterministic forward that a linearized sampler uses in eval mode.
-
-    Raises:
-        ConfigError: for a name outside ``EVAL_FORWARDS``.
-    """
-    if eval_forward not in EVAL_FORWARDS:
-        raise ConfigError(f"eval_forward must be one of {EVAL_FORWARDS}, got {eval_forward!r}")
-
-
-def check_linearized_options(
-    num_samples: int,
-    offset_std: float | None,
-    push_std: float | None,
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> None:
-    """Check the options of linearized multi-sampling.
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """Check the random generator of a linearized call.
 
     Args:
-        num_samples: K, the centre plus K - 1 auxiliary samples; K - 1 >= 3 points are needed to fit a plane
-            with intercept.
-        offset_std: auxiliary offset noise in output pixels (None: the default), finite and >= 0.
-        push_std: push-away jitter in input pixels (None: the default), finite and >= 0.
-        generator: optional random generator, on the input's device type.
+        generator: None (torch's default generator) or a ``torch.Generator`` on the input's device type.
         device: the input's device.
 
     Raises:
-        ConfigError: for an invalid option value.
+        ConfigError: for something else than a generator.
         ShapeError: for a generator on another device type than the input.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 4:
-        raise ConfigError(
-            f"num_samples must be an int >= 4 (the centre plus >= 3 auxiliary), got {num_samples!r}"
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ShapeError(
+            f"generator must be on the input's device type: expected {device.type}, "
+            f"got {generator.device.type}"
         )
-    for name, value in (("offset_std", offset_std), ("push_std", push_std)):
-        if value is not None and not (float(value) >= 0.0 and float(value) < float("inf")):
-            raise ConfigError(f"{name} must be a finite number >= 0 or None, got {value!r}")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        if generator.device.type != device.type:
-            raise ShapeError(
-                f"generator must be on the input's device type: expected {device.type}, "
-                f"got {generator.device.type}"
-            )

@@ -9,12 +9,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.training.sampling.reference import reference_linearized_grid_sample
-from training.sampling import grid_sample
+from training.sampling import cpu_kernel, grid_sample
 from training.sampling.offsets import offset_spread
+from training.sampling.options import SamplerOptions
+from training.sampling.reference import reference_linearized_grid_sample
 
 PADDINGS = ("zeros", "border", "reflection")
 DTYPES = (torch.float32, torch.float64)
+CPU_BACKENDS = (
+    "torch",
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(
+            not cpu_kernel.available(), reason=f"no fused CPU kernel: {cpu_kernel.status()}"
+        ),
+    ),
+)
 
 
 def similarity_grid(
@@ -156,52 +166,51 @@ def forward_backward(
     *,
     exact_forward: bool = False,
     seed: int = 0,
+    backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Output and the gradients w.r.t. input and grid of ``sum(weight * out)``, with the library or with the
-    straightforward formulation, from the same seeded generator."""
+    """Output and the gradients w.r.t. input and grid of ``sum(weight * out)``, with the library (``backend``)
+    or with the straightforward formulation, from the same seeded generator."""
+    options = SamplerOptions(
+        "linearized", padding_mode, align_corners, exact_forward=exact_forward, backend=backend
+    )
     xi, gi = x.clone().requires_grad_(True), grid.clone().requires_grad_(True)
     if reference:
-        out = reference_linearized_grid_sample(
-            xi, gi, padding_mode, align_corners, exact_forward=exact_forward, generator=seeded(seed)
-        )
+        out = reference_linearized_grid_sample(xi, gi, options, seeded(seed))
     else:
-        out = grid_sample(
-            xi,
-            gi,
-            "linearized",
-            padding_mode,
-            align_corners,
-            exact_forward=exact_forward,
-            generator=seeded(seed),
-        )
+        out = grid_sample(xi, gi, options=options, generator=seeded(seed))
     (out * weight).sum().backward()
     assert xi.grad is not None and gi.grad is not None
     return out.detach(), xi.grad, gi.grad
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize(("padding_mode", "align_corners"), itertools.product(PADDINGS, (False, True)))
 @pytest.mark.parametrize("exact_forward", [False, True])
 def test_matches_straightforward_formulation(
-    padding_mode: str, align_corners: bool, exact_forward: bool
+    padding_mode: str, align_corners: bool, exact_forward: bool, backend: str
 ) -> None:
     x = torch.rand(5, 3, 17, 15, dtype=torch.float64, generator=seeded())
     grid = similarity_grid(5, 6, dtype=torch.float64, align_corners=align_corners)
     weight = torch.randn(5, 3, 6, 6, dtype=torch.float64, generator=seeded(2))
-    ours = forward_backward(False, x, grid, weight, padding_mode, align_corners, exact_forward=exact_forward)
-    ref = forward_backward(True, x, grid, weight, padding_mode, align_corners, exact_forward=exact_forward)
+    args = (x, grid, weight, padding_mode, align_corners)
+    ours = forward_backward(False, *args, exact_forward=exact_forward, backend=backend)
+    ref = forward_backward(True, *args, exact_forward=exact_forward)
     torch.testing.assert_close(ours[0], ref[0], rtol=1e-10, atol=1e-10)  # forward value
     torch.testing.assert_close(ours[1], ref[1], rtol=1e-10, atol=1e-10)  # input gradient
     torch.testing.assert_close(ours[2], ref[2], rtol=1e-8, atol=1e-8)  # grid gradient
 
 
-def test_matches_straightforward_formulation_float32_several_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_matches_straightforward_formulation_float32_several_chunks(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
     import training.sampling.offsets as offsets
 
     monkeypatch.setattr(offsets, "CPU_CHUNK_ELEMENTS", 200)  # 3 * 6 * 6 = 108 per image: 1 image per chunk
     x = torch.rand(4, 3, 20, 20, generator=seeded())
     grid = similarity_grid(4, 6)
     weight = torch.ones(4, 3, 6, 6)
-    ours = forward_backward(False, x, grid, weight, seed=4)
+    ours = forward_backward(False, x, grid, weight, seed=4, backend=backend)
     ref = forward_backward(True, x, grid, weight, seed=4)
     torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
     scale = float(ref[2].abs().max())
