@@ -21,7 +21,7 @@ from PIL import Image
 from service.bundles import ModelCard
 from service.errors import InvalidImage, NonFiniteOutput, RequestTimeout
 from service.geometry import crop_transform
-from service.imaging import DEFAULT_CROP_QUALITY, crop_data_url, decode_image, preprocess, render_crop
+from service.imaging import DEFAULT_CROP_QUALITY, decode_image, preprocess, render_and_encode_crop
 from service.inference import ImageOutputs, Reservation
 from service.schemas import ImageResult, Prediction, Timings, Transform
 
@@ -225,8 +225,9 @@ def postprocess_step(
             outside_fraction=transform.outside_fraction,
         )
         if crop_format != "none":
-            crop_image = render_crop(decoded.image, transform.image_from_crop, crop_size)
-            crop_url = crop_data_url(crop_image, crop_format, crop_quality)
+            crop_url = render_and_encode_crop(
+                decoded.image, transform.image_from_crop, crop_size, crop_format, crop_quality
+            )
     encode_seconds = time.perf_counter() - start
     width, height = decoded.image.size
     result = ImageResult(

@@ -177,6 +177,11 @@ def test_page_classifies_a_real_upload(
         "#crop", "img => ({done: img.complete, w: img.naturalWidth, h: img.naturalHeight})"
     )
     assert crop == {"done": True, "w": CROP_SIZE, "h": CROP_SIZE}
+    assert page.eval_on_selector("#crop", "img => img.src").startswith("data:image/jpeg;base64,")
+    info = page.inner_text("#transform-info")
+    assert info.startswith("scale ")
+    # the share of the crop outside the photo is shown when there is one (transform.outside_fraction)
+    assert ("outside the photo" in info) == (result["transform"]["outside_fraction"] > 0.0005), info
     overlay = overlay_facts(page)
     assert overlay["width"] > 0 and overlay["height"] > 0
     assert overlay["colours"] > 500, "the photo is not drawn on the overlay canvas"

@@ -74,7 +74,7 @@ def test_real_uploads_match_onnxruntime(server: ServerProcess, e2e_repo: Path, g
     check_against_direct(results, expected)
     for result, path in zip(results, paths, strict=True):
         assert (result["width"], result["height"]) == open_rgb(path).size
-        assert result["model"] == default and result["crop"].startswith("data:image/png;base64,")
+        assert result["model"] == default and result["crop"].startswith("data:image/jpeg;base64,")
 
     card = httpx.get(f"{server.url}/v1/models/{default}").json()
     if card["test_error_clean"] is not None and card["test_error_clean"] <= 0.2:  # a trained model

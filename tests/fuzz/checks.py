@@ -4,7 +4,8 @@
 whose first file is a good PNG, and checks both answers: never a 5xx; a 4xx carries the JSON error body
 ``{"error": {"code", "message", "request_id"}}`` (docs/service.md), the multipart one naming the bad file;
 a 200 is a valid classification (response schema, probabilities summing to 1 over all classes, class ids in
-range and names from the model card, the crop a PNG of the asked size); and both answers agree.
+range and names from the model card, the crop an image of the default crop format and the asked size); and
+both answers agree.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from service.imaging import CROP_MEDIA_TYPES, DEFAULT_CROP_FORMAT
 from service.schemas import ClassifyResponse, ImageResult
 from tests.fuzz.corpus import Sample
 
@@ -69,9 +71,11 @@ def results_of(response: httpx.Response, card: dict[str, Any], images: int) -> l
             assert result.crop is None
         else:
             assert np.all(np.isfinite(result.transform.matrix)) and result.transform.crop_size == CROP_SIZE
-            assert result.crop is not None and result.crop.startswith("data:image/png;base64,")
+            assert 0.0 <= result.transform.outside_fraction <= 1.0
+            prefix = f"data:{CROP_MEDIA_TYPES[DEFAULT_CROP_FORMAT]};base64,"
+            assert result.crop is not None and result.crop.startswith(prefix), result.crop[:40]
             with Image.open(io.BytesIO(base64.b64decode(result.crop.split(",", 1)[1]))) as crop:
-                assert crop.format == "PNG" and crop.size == (CROP_SIZE, CROP_SIZE)
+                assert crop.format == DEFAULT_CROP_FORMAT.upper() and crop.size == (CROP_SIZE, CROP_SIZE)
     return body.results
 
 

@@ -260,6 +260,9 @@ def v2_malformed() -> list[tuple[str, Any, int]]:
     shape = [1, 3, 50, 50]
     return [
         ("nan", _raw_json("NaN, " + ZEROS), 400),
+        ("above-value-range", _tensor_request([1e38, *good[1:]], shape), 400),  # issue 15: was a 500
+        ("below-value-range", _tensor_request([-1e38, *good[1:]], shape), 400),
+        ("just-above-255", _tensor_request([255.001, *good[1:]], shape), 400),
         ("infinity", _raw_json("-Infinity, " + ZEROS), 400),
         ("null", _tensor_request([None, *good[1:]], shape), 400),
         ("strings", _tensor_request(["a", *good[1:]], shape), 400),
@@ -301,7 +304,8 @@ def _post_v2(client: TestClient, model: str, body: Any) -> httpx.Response:
 def _v2_error(response: httpx.Response, status: int) -> None:
     assert response.status_code == status, f"{response.status_code} {response.text[:300]}"
     error = response.json()
-    assert set(error) == {"error"} and isinstance(error["error"], str) and error["error"], error
+    assert set(error) == {"error", "request_id"} and isinstance(error["error"], str) and error["error"], error
+    assert error["request_id"] == response.headers["x-request-id"], error
 
 
 def test_v2_infer_malformed(fuzz_client: TestClient, fuzz_default_model: str) -> None:

@@ -388,8 +388,9 @@ def data_url_image(url: str, media_type: str) -> Image.Image:
 
 
 #: Largest mean absolute difference (grey levels, over all pixels and channels) of a lossy crop from the
-#: lossless one at the default quality 90; measured 0.6-2.0 (JPEG) and 0.9-2.1 (WebP) on 20 GTSRB photos.
-LOSSY_TOLERANCE = {"jpeg": 3.0, "webp": 3.0}
+#: exact (PNG) rendering at the default quality 90, coarse rendering included (service.imaging.render_crop):
+#: at most 3.5 (JPEG) and 3.3 (WebP) over 200 GTSRB photos (benchmarks/crop_encode.py).
+LOSSY_TOLERANCE = {"jpeg": 4.0, "webp": 4.0}
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
