@@ -40,13 +40,13 @@ def model_card(model: LoadedModel, repository: ModelRepository, *, with_training
         canonical_crop=card.canonical_crop.model_dump(),
         test_error_clean=fraction("test_error_clean"),
         test_error_perturbed=fraction("test_error_perturbed"),
-        metrics=card.metrics,
+        metrics=dict(card.metrics) if card.metrics is not None else None,
         onnx={"file": card.onnx.file, "opset": card.onnx.opset, "sha256": model.bundle.sha256},
         created=card.created,
         loaded_at=datetime.fromtimestamp(model.bundle.loaded_at, tz=UTC).isoformat(timespec="seconds"),
         load_seconds=model.bundle.load_seconds,
         providers=model.bundle.providers,
-        training=card.training if with_training else None,
+        training=dict(card.training) if with_training and card.training is not None else None,
     )
 
 
