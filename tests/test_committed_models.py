@@ -41,6 +41,46 @@ def test_card_errors_match_evaluate(bundle: Path, gtsrb_dir: Path) -> None:
     assert result.inference_forward == metrics["inference_forward"] == card["sampler"]["inference"]
     assert result.error_clean == pytest.approx(metrics["test_error_clean"], abs=0.5 / 12630)
     assert result.error_perturbed == pytest.approx(metrics["test_error_perturbed"], abs=0.5 / 12630)
+    if "alignment" in metrics:  # cards from 2.0.0 on carry the crop-alignment figures
+        assert result.alignment is not None
+        for key in ("clean", "perturbed"):
+            for name, value in metrics["alignment"][key].items():
+                assert result.alignment[key][name] == pytest.approx(value, abs=1e-3), (key, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", _bundles(), ids=lambda p: p.name)
+def test_onnx_clean_figures_match_the_card(bundle: Path, gtsrb_dir: Path) -> None:
+    """The served graph itself (onnxruntime, all 12,630 lossless test images, the service's clean case)
+    reproduces the card's clean error and crop alignment."""
+    from training.alignment import OUTSIDE_LIMIT, box_corners, outside_fraction, quad_box_iou
+
+    card = json.loads((bundle / "model.json").read_text())
+    metrics = card["metrics"]
+    if "alignment" not in metrics:
+        pytest.skip("a card from before 2.0.0 has no alignment figures")
+    test = load_gtsrb(gtsrb_dir, "test", variant="lossless")
+    assert test.roi50 is not None
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits, warps = [], []
+    for lo in range(0, len(test), 512):
+        batch = test.images[lo : lo + 512].transpose(0, 3, 1, 2).astype(np.float32)
+        out_logits, out_warp = session.run(["logits", "warp"], {"image": batch})
+        logits.append(out_logits)
+        warps.append(out_warp)
+    pred = np.concatenate(logits).argmax(1)
+    error = float((pred != test.labels).mean())
+    assert error == pytest.approx(metrics["test_error_clean"], abs=1.5 / 12630)
+    # The bundle's warp maps the canonical box's frame pixels to frame pixels (docs/model-bundle.md).
+    box = card["canonical_crop"]["box"]
+    corners = box_corners(np.array([box], dtype=np.float64))[0]
+    pix = np.concatenate(warps).astype(np.float64)
+    hom = np.einsum("nij,kj->nki", pix, np.concatenate([corners, np.ones((4, 1))], axis=1))
+    quads = hom[..., :2] / hom[..., 2:3]
+    iou = quad_box_iou(quads, test.roi50)
+    assert float(np.median(iou)) == pytest.approx(metrics["alignment"]["clean"]["iou_median"], abs=2e-3)
+    outside = float((outside_fraction(quads) > OUTSIDE_LIMIT).mean())
+    assert outside == pytest.approx(metrics["alignment"]["clean"]["share_outside_gt_10pct"], abs=2 / 12630)
 
 
 @pytest.mark.parametrize("bundle", _bundles(), ids=lambda p: p.name)
