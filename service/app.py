@@ -33,7 +33,7 @@ bundles (docs/model-bundle.md), and returns the sign, the model's confidence, an
 aligned it (the transform in the uploaded image's pixels and a crop rendered from the original image).
 
 * `/v1`: classification and model cards; errors are `{"error": {"code", "message", "request_id"}}`.
-* `/v2`: the Open Inference Protocol (KServe v2) REST API; errors are `{"error": "<message>"}`.
+* `/v2`: the Open Inference Protocol (KServe v2) REST API; errors are `{"error": "<message>", "request_id"}`.
 * `/metrics`: Prometheus.
 
 Every error body carries the request's `request_id` (the `X-Request-ID` response header).
