@@ -85,7 +85,7 @@ def _bilinear(rows, ix, iy, h, w, sxh, sxw, mask, ACC: tl.constexpr):
     return (p00 * wx0 + p01 * wx1) * wy0 + (p10 * wx0 + p11 * wx1) * wy1
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "C", "H_in", "W_in", "W_out", "HW"])
 def linearized_fit_kernel(
     x_ptr,
     grid_ptr,
@@ -146,8 +146,10 @@ def linearized_fit_kernel(
     s_v = tl.zeros([BLOCK, BLOCK_C], ACC)
     s_xv = tl.zeros([BLOCK, BLOCK_C], ACC)
     s_yv = tl.zeros([BLOCK, BLOCK_C], ACC)
-    for k in range(NUM_AUX):
-        zx, zy = _normal_pair(seed, loc.to(tl.int64) + k * M.to(tl.int64))
+    counter = loc.to(tl.int64)  # k * M + loc for auxiliary point k (int64: no overflow)
+    for _k in range(NUM_AUX):
+        zx, zy = _normal_pair(seed, counter)
+        counter += M
         zx = zx.to(ACC)
         zy = zy.to(ACC)
         ix = _source_index(gx + zx * spread_x, W_in, PADDING, ALIGN)
@@ -190,7 +192,7 @@ def linearized_fit_kernel(
         tl.store(value_ptr + out, value, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "C", "W_out", "HW"])
 def grid_grad_kernel(
     go_ptr,
     slope_ptr,
@@ -231,13 +233,16 @@ def grid_grad_kernel(
     tl.store(out_ptr + 2 * loc.to(tl.int64) + 1, acc_y, mask=lmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def offsets_kernel(seed_ptr, z_ptr, M, NUM_AUX: tl.constexpr, BLOCK: tl.constexpr):
     """The standard-normal offsets the fit kernel draws, materialized: z (K - 1, 2, M) float32."""
     loc = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     lmask = loc < M
     seed = tl.load(seed_ptr)
-    for k in range(NUM_AUX):
-        zx, zy = _normal_pair(seed, loc.to(tl.int64) + k * M.to(tl.int64))
-        tl.store(z_ptr + (2 * k) * M.to(tl.int64) + loc, zx, mask=lmask)
-        tl.store(z_ptr + (2 * k + 1) * M.to(tl.int64) + loc, zy, mask=lmask)
+    loc64 = loc.to(tl.int64)
+    counter = loc64  # k * M + loc; z_x of point k is at 2 k M + loc = 2 counter - loc, z_y M further
+    for _k in range(NUM_AUX):
+        zx, zy = _normal_pair(seed, counter)
+        tl.store(z_ptr + (2 * counter - loc64), zx, mask=lmask)
+        tl.store(z_ptr + (2 * counter - loc64 + M), zy, mask=lmask)
+        counter += M

@@ -13,12 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_gpu_check_dry_run(tmp_path: Path, gtsrb_dir: Path) -> None:
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "GTSRB_DATA_DIR": str(gtsrb_dir),
-        "OMP_NUM_THREADS": "1",
-        "STN_KERNEL_CACHE": os.environ.get("STN_KERNEL_CACHE", str(tmp_path / "kernels")),
-    }
+    env = {**os.environ, "GTSRB_DATA_DIR": str(gtsrb_dir), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
         cwd=tmp_path,
