@@ -43,7 +43,7 @@ pytestmark = pytest.mark.e2e
 API_KEY = "replica-key"
 CLIENTS = 4
 MAX_REQUESTS = 4000  # per phase: the load stops there even if the phase is not done
-PHASE_SECONDS = 45.0  # per phase: and after this long (the test then fails: the phase did not finish)
+PHASE_SECONDS = 300.0  # per phase: then the test fails (seconds unloaded; minutes when the cores are taken)
 
 HAPROXY_CONFIG = """\
 global
@@ -203,7 +203,7 @@ def start_replica(models_dir: Path, port: int, log_path: Path) -> ServerProcess:
     )
     handle.close()
     server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, process=process, log_path=log_path)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"replica exited with {process.returncode}:\n{server.log()}")
@@ -214,7 +214,7 @@ def start_replica(models_dir: Path, port: int, log_path: Path) -> ServerProcess:
             pass
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"replica not ready in 60 s:\n{server.log()}")
+    raise RuntimeError(f"replica not ready in 120 s:\n{server.log()}")
 
 
 def in_flight(server: ServerProcess) -> float:
@@ -274,10 +274,10 @@ def fleet(repo_root: Path, gtsrb_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
         result = Fleet(
             f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}", replicas, models, tmp_path
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while {row["status"] for r, row in haproxy_stats_or_empty(result).items() if r in replicas} != {"UP"}:
             assert process.poll() is None, (tmp_path / "haproxy.log").read_text()
-            assert time.monotonic() < deadline, "HAProxy did not mark both replicas UP in 20 s"
+            assert time.monotonic() < deadline, "HAProxy did not mark both replicas UP in 60 s"
             time.sleep(0.1)
         yield result
     finally:
@@ -295,7 +295,7 @@ def haproxy_stats_or_empty(fleet: Fleet) -> dict[str, dict[str, str]]:
         return {}
 
 
-def report(title: str, load: BoundedLoad, outcomes: list[Outcome], fleet: Fleet) -> None:
+def report(title: str, outcomes: list[Outcome], fleet: Fleet) -> None:
     backend = haproxy_stats(fleet.stats)["BACKEND"]
     by_replica = Counter(o.replica for o in outcomes if o.status == 200)
     errors = Counter(o.status or o.error for o in outcomes if o.status != 200)
@@ -326,9 +326,9 @@ def test_a_replica_restarts_under_load_without_a_failed_request(fleet: Fleet, gt
         restarted = start_replica(fleet.models["r1"], r1.port, r1.log_path)
         fleet.replicas["r1"] = restarted
         back_at = time.monotonic()
-        load.wait_for("from the restarted r1", lambda o: o.replica == "r1" and o.started > back_at, 20)
+        load.wait_for("from the restarted r1", lambda o: o.replica == "r1" and o.started > back_at, 10)
         outcomes = load.stop()
-    report("restart of r1", load, outcomes, fleet)
+    report("restart of r1", outcomes, fleet)
     print(f"r1 took {down_for:.2f} s to drain and exit after SIGTERM")
     assert_no_failure(outcomes)
     assert len(outcomes) <= MAX_REQUESTS
@@ -362,7 +362,7 @@ def test_a_rolling_hot_reload_under_load_without_a_failed_request(fleet: Fleet, 
                     5,
                 )
         outcomes = load.stop()
-    report("rolling reload r1 then r2", load, outcomes, fleet)
+    report("rolling reload r1 then r2", outcomes, fleet)
     assert_no_failure(outcomes)
     # each replica moved from old to new once: no answer started after its reload returned carries the old one
     for replica, at in reloaded_at.items():
