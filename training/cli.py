@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--json", help="write the figures as JSON (export --metrics reads it)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation"],
+        help="test: the GTSRB test set (default); validation: the held-out training tracks of the "
+        "checkpoint's own training config (for choosing between candidates without the test set)",
+    )
     p.add_argument("--no-per-class", action="store_true", help="overall figures only")
     p.add_argument(
         "--eval-forward",
@@ -240,6 +247,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_checkpoint, format_result
 
     root = resolve_data_dir(args.data_dir)
+    if args.split == "validation":
+        from training.reporting import evaluate_checkpoint_on_validation
+
+        result = evaluate_checkpoint_on_validation(
+            args.checkpoint, data_dir=root, device=args.device, threads=args.threads
+        )
+        print(f"checkpoint: {args.checkpoint}")
+        print(format_result(result, load_class_names(root), per_class=not args.no_per_class))
+        if args.json:
+            result.write_json(args.json)
+            print(f"wrote {args.json}")
+        return EXIT_OK
     result, _ = evaluate_checkpoint(
         args.checkpoint,
         data_dir=root,

@@ -136,6 +136,51 @@ def evaluate_validation(
     return result
 
 
+def evaluate_checkpoint_on_validation(
+    checkpoint: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> EvalResult:
+    """A checkpoint on the validation tracks of its own training config (``evaluate --split validation``).
+
+    The split is rebuilt from the checkpoint's ``data.val_fraction`` and ``data.val_seed`` (else
+    ``run.seed``) over the full training file, so a raw ``checkpoint.pt`` and the run's averaged ``model.pt``
+    can be compared on the same images as the run's ``val.json``.
+
+    Raises:
+        ConfigError: the checkpoint was trained without a validation split.
+    """
+    from dataclasses import replace
+
+    from training.config import config_from_dict
+    from training.errors import ConfigError
+    from training.inputs import load_training_data, split_train_val
+    from training.models import load_checkpoint
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint, map_location=device)
+    config = config_from_dict(loaded.train_config or {})
+    if config.data.val_fraction == 0:
+        raise ConfigError(f"{checkpoint}: trained without a validation split (data.val_fraction = 0)")
+    data = replace(config.data, data_dir=None if data_dir is None else str(data_dir))
+    config = replace(config, data=data)
+    split = load_training_data(config)
+    _, val_idx = split_train_val(split, config)
+    result = evaluate_validation(
+        loaded.model,
+        split,
+        val_idx,
+        config,
+        torch.device(device),
+        test_set=f"validation: {len(val_idx)} images of held-out training tracks ({Path(split.source).name})",
+    )
+    result.checkpoint = str(checkpoint)
+    return result
+
+
 def validation_figures(
     model: TransformerClassifier, split: Any, val_idx: np.ndarray, config: TrainConfig, device: torch.device
 ) -> dict[str, Any]:

@@ -45,6 +45,16 @@ def test_validation_and_alignment_figures_reach_the_card(gtsrb_dir: Path, tmp_pa
     assert evaluation["num_images"] == 64 and evaluation["alignment"]["clean"]["iou_median"] > 0
     assert result.eval is not None
 
+    # `evaluate --split validation` rebuilds the same held-out tracks from the checkpoint's config.
+    from training.cli import main
+
+    again = tmp_path / "val-again.json"
+    args = ["evaluate", "--split", "validation", "--checkpoint", str(out / "model.pt"), "--json", str(again)]
+    assert main([*args, "--data-dir", str(gtsrb_dir), "--no-per-class"]) == 0
+    rebuilt = json.loads(again.read_text())
+    assert rebuilt["num_images"] == val["num_images"]
+    assert rebuilt["error_clean"] == val["error_clean"] and rebuilt["alignment"] == val["alignment"]
+
     bundle = export_bundle(
         out / "model.pt",
         tmp_path / "bundle",
