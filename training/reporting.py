@@ -156,7 +156,7 @@ def evaluate_checkpoint_on_validation(
 
     from training.config import config_from_dict
     from training.errors import ConfigError
-    from training.inputs import load_training_data, split_train_val
+    from training.inputs import load_training_data, split_train_val, val_seed
     from training.models import load_checkpoint
 
     if threads is not None:
@@ -178,6 +178,7 @@ def evaluate_checkpoint_on_validation(
         test_set=f"validation: {len(val_idx)} images of held-out training tracks ({Path(split.source).name})",
     )
     result.checkpoint = str(checkpoint)
+    result.extra = {"val_fraction": config.data.val_fraction, "val_seed": val_seed(config)}
     return result
 
 

@@ -52,7 +52,7 @@ def test_validation_and_alignment_figures_reach_the_card(gtsrb_dir: Path, tmp_pa
     args = ["evaluate", "--split", "validation", "--checkpoint", str(out / "model.pt"), "--json", str(again)]
     assert main([*args, "--data-dir", str(gtsrb_dir), "--no-per-class"]) == 0
     rebuilt = json.loads(again.read_text())
-    assert rebuilt["num_images"] == val["num_images"]
+    assert rebuilt["num_images"] == val["num_images"] and rebuilt["extra"] == val["extra"]
     assert rebuilt["error_clean"] == val["error_clean"] and rebuilt["alignment"] == val["alignment"]
 
     bundle = export_bundle(
