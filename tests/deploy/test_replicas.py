@@ -55,8 +55,9 @@ defaults
     log global
     option httplog
     timeout connect 1s
-    timeout client 30s
-    timeout server 30s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
     timeout check 1s
     # A request whose connection was refused, or closed without an answer (a replica shutting down closes
     # the connections it has not read a request from), or answered 503, is sent again, to the other replica
@@ -144,7 +145,7 @@ class BoundedLoad:
 
     def _client(self) -> None:
         headers = {"content-type": "image/png"}
-        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+        with httpx.Client(base_url=self.url, timeout=120.0) as client:  # generous for a starved machine
             while not self._stop.is_set() and time.monotonic() < self.deadline:
                 with self._lock:
                     if self.sent >= MAX_REQUESTS:
@@ -155,10 +156,10 @@ class BoundedLoad:
                     response = client.post(
                         "/v1/classify?top_k=1&crop=none", content=self.upload, headers=headers
                     )
-                except httpx.TransportError as exc:
-                    outcome = Outcome(started, time.monotonic(), None, error=type(exc).__name__)
-                else:
                     version = response.json().get("version") if response.status_code == 200 else None
+                except Exception as exc:  # a failure to record (a crashed client thread would hide it)
+                    outcome = Outcome(started, time.monotonic(), None, error=f"{type(exc).__name__}: {exc}")
+                else:
                     outcome = Outcome(
                         started,
                         time.monotonic(),
