@@ -64,6 +64,9 @@ defaults
     # (redispatch). A new server connection per request (http-server-close; clients keep theirs alive):
     # on a reused one HAProxy does not retry a failed POST but closes the client's connection instead.
     option http-server-close
+    # Retrying needs the whole request in HAProxy's buffer: wait for the body before picking a replica
+    # (without this, a POST already being forwarded to a closing replica could not be sent again).
+    option http-buffer-request
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response junk-response 503
