@@ -441,11 +441,20 @@ def format_result(result: EvalResult, class_names: list[str] | None = None, *, p
                 f"{a['mean_corner_px']:.2f} px, {100 * a['share_outside_gt_10pct']:.2f}%"
             )
     if per_class:
-        lines.append(f"{'class':>5} {'images':>6} {'clean':>8} {'perturbed':>9}  name")
+        align = result.alignment
+        iou_head = f" {'IoU clean':>9} {'IoU pert.':>9} {'>10% out':>8}" if align else ""
+        lines.append(f"{'class':>5} {'images':>6} {'clean':>8} {'perturbed':>9}{iou_head}  name")
         for k, count in enumerate(result.class_counts):
             if not count:
                 continue
             c, q = result.per_class_clean[k], result.per_class_perturbed[k]
             name = class_names[k] if class_names and k < len(class_names) else ""
-            lines.append(f"{k:>5} {count:>6} {100 * (c or 0):7.2f}% {100 * (q or 0):8.2f}%  {name}")
+            iou = ""
+            if align:
+                ac, ap = align["clean"]["per_class"][k], align["perturbed"]["per_class"][k]
+                iou = (
+                    f" {ac['iou_median']:9.3f} {ap['iou_median']:9.3f} "
+                    f"{100 * ac['share_outside_gt_10pct']:7.2f}%"
+                )
+            lines.append(f"{k:>5} {count:>6} {100 * (c or 0):7.2f}% {100 * (q or 0):8.2f}%{iou}  {name}")
     return "\n".join(lines)

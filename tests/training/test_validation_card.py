@@ -44,6 +44,10 @@ def test_validation_and_alignment_figures_reach_the_card(gtsrb_dir: Path, tmp_pa
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["num_images"] == 64 and evaluation["alignment"]["clean"]["iou_median"] > 0
     assert result.eval is not None
+    from training.evaluate import format_result
+
+    report = format_result(result.eval)
+    assert "crop alignment vs the annotated sign box" in report and "IoU clean" in report
 
     # `evaluate --split validation` rebuilds the same held-out tracks from the checkpoint's config.
     from training.cli import main
