@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.contract.polygons import clip_to_box, polygon_area
+
 Box = tuple[float, float, float, float]
 FloatArray = npt.NDArray[np.float64]
 
@@ -103,63 +105,10 @@ def local_scale_rotation(warp: npt.ArrayLike, box: Box) -> tuple[float, float]:
     return scale, rotation
 
 
-def polygon_area(points: npt.ArrayLike) -> float:
-    """Signed area of a simple polygon by the shoelace formula.
-
-    Args:
-        points: (K, 2) vertices (x, y) in order; K < 3 gives 0.
-
-    Returns:
-        The area, positive for vertices in clockwise order on screen (y pointing down), i.e. counter-clockwise
-        in the usual y-up orientation.
-    """
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if p.shape[0] < 3:
-        return 0.0
-    x, y = p[:, 0], p[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
 def clip_to_rectangle(points: npt.ArrayLike, width: float, height: float) -> FloatArray:
-    """The part of a convex polygon inside the rectangle [0, width] x [0, height] (Sutherland-Hodgman).
-
-    Clips the polygon against the rectangle's four half-planes in turn; every intersection point is computed
-    on the edge it lies on, so the result is exact up to floating-point rounding.
-
-    Args:
-        points: (K, 2) vertices (x, y) of a convex polygon, in order (either orientation).
-        width: W, the rectangle's right edge (its left edge is x = 0).
-        height: H, the rectangle's bottom edge (its top edge is y = 0).
-
-    Returns:
-        (M, 2) vertices of the clipped polygon in the same order, M = 0 when nothing is inside.
-    """
-    polygon = [tuple(map(float, p)) for p in np.asarray(points, dtype=np.float64).reshape(-1, 2)]
-    # each half-plane as (axis, bound, keep_below): keep x >= 0, x <= W, y >= 0, y <= H
-    for axis, bound, below in (
-        (0, 0.0, False),
-        (0, float(width), True),
-        (1, 0.0, False),
-        (1, float(height), True),
-    ):
-        if not polygon:
-            break
-
-        def inside(p: tuple[float, ...], axis: int = axis, bound: float = bound, below: bool = below) -> bool:
-            return p[axis] <= bound if below else p[axis] >= bound
-
-        clipped: list[tuple[float, ...]] = []
-        for i, current in enumerate(polygon):
-            previous = polygon[i - 1]
-            if inside(current) != inside(previous):
-                t = (bound - previous[axis]) / (current[axis] - previous[axis])
-                crossing = [previous[k] + t * (current[k] - previous[k]) for k in (0, 1)]
-                crossing[axis] = bound
-                clipped.append(tuple(crossing))
-            if inside(current):
-                clipped.append(current)
-        polygon = clipped
-    return np.array(polygon, dtype=np.float64).reshape(-1, 2)
+    """The part of a convex polygon inside the image rectangle [0, width] x [0, height]
+    (:func:`service.contract.polygons.clip_to_box`); (K, 2) vertices in, (M, 2) out, M = 0 when none."""
+    return clip_to_box(points, (0.0, 0.0, width, height))
 
 
 def outside_fraction(corners: npt.ArrayLike, image_size: tuple[int, int]) -> float:

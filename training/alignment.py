@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from service.contract.polygons import clip_to_box, polygon_area
 from training import geometry
 from training.config import ALIGN_TARGETS
 from training.errors import ConfigError, ShapeError
@@ -68,39 +69,6 @@ def box_corners(boxes: np.ndarray) -> np.ndarray:
     )
 
 
-def polygon_area(poly: np.ndarray) -> float:
-    """Absolute area of a simple polygon (K, 2) (shoelace formula); 0 for fewer than 3 vertices."""
-    if len(poly) < 3:
-        return 0.0
-    x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def clip_to_box(poly: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The part of a polygon (K, 2) inside an axis-aligned box (x0, y0, x1, y1) (Sutherland-Hodgman).
-
-    Exact for a convex polygon (every non-degenerate crop quadrilateral of a homography that keeps the crop
-    in front of the camera is convex). Returns (K', 2), possibly empty.
-    """
-    x0, y0, x1, y1 = box
-    out = [tuple(p) for p in np.asarray(poly, dtype=np.float64)]
-    # Each edge of the box as (axis, bound, keep >= bound?).
-    for axis, bound, keep_above in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):
-        if not out:
-            break
-        src, out = out, []
-        for i, cur in enumerate(src):
-            prev = src[i - 1]
-            cur_in = cur[axis] >= bound if keep_above else cur[axis] <= bound
-            prev_in = prev[axis] >= bound if keep_above else prev[axis] <= bound
-            if cur_in != prev_in:
-                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
-                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
-            if cur_in:
-                out.append(cur)
-    return np.asarray(out, dtype=np.float64).reshape(-1, 2)
-
-
 def quad_box_iou(quads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of each quadrilateral with its axis-aligned box.
 
@@ -117,8 +85,8 @@ def quad_box_iou(quads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     iou = np.zeros(q.shape[0])
     for i in range(q.shape[0]):
         box = (b[i, 0], b[i, 1], b[i, 2], b[i, 3])
-        inter = polygon_area(clip_to_box(q[i], box))
-        union = polygon_area(q[i]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+        inter = abs(polygon_area(clip_to_box(q[i], box)))
+        union = abs(polygon_area(q[i])) + (box[2] - box[0]) * (box[3] - box[1]) - inter
         iou[i] = inter / union if union > 0 else 0.0
     return iou
 
@@ -139,9 +107,9 @@ def outside_fraction(
     h = width if height is None else height
     frac = np.ones(q.shape[0])
     for i in range(q.shape[0]):
-        area = polygon_area(q[i])
+        area = abs(polygon_area(q[i]))
         if area > 0:
-            frac[i] = max(0.0, 1.0 - polygon_area(clip_to_box(q[i], (0.0, 0.0, width, h))) / area)
+            frac[i] = max(0.0, 1.0 - abs(polygon_area(clip_to_box(q[i], (0.0, 0.0, width, h)))) / area)
     return frac
 
 
