@@ -69,10 +69,11 @@ def val_seed(config: TrainConfig) -> int:
     return config.run.seed if config.data.val_seed is None else config.data.val_seed
 
 
-def alignment_boxes(split: Any, config: TrainConfig) -> torch.Tensor:
-    """(N, 4) float32 annotated sign boxes of the training split (alignment loss, ``target="roi"``)."""
+def alignment_boxes(split: Any, config: TrainConfig) -> torch.Tensor | None:
+    """(N, 4) float32 annotated sign boxes of the training split for the alignment loss; None for
+    ``align_target = "identity"``, whose target does not depend on the image."""
     if config.optim.align_target != "roi":
-        return torch.zeros(len(split), 4)
+        return None
     if split.roi50 is None:
         raise ConfigError(
             f"optim.align_weight = {config.optim.align_weight} with align_target = 'roi' needs the annotated "
