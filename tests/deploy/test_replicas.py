@@ -17,11 +17,9 @@ The counts (requests sent, 200s, errors, what the balancer retried) are printed 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,7 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.tools import require_tool
-from tests.e2e.conftest import ServerProcess, free_port
+from tests.e2e.conftest import ServerProcess, free_port, start_server
 from tests.service.bundle_factory import set_version
 from tests.service.conftest import build_or_reuse_tiny_repo
 
@@ -176,49 +174,17 @@ class BoundedLoad:
 
 
 def start_replica(models_dir: Path, port: int, log_path: Path) -> ServerProcess:
-    """``python -m service`` on ``port`` (like tests/e2e's start_server, but on a given port, so that a
-    restarted replica comes back where the balancer expects it); returns once it is ready."""
-    environment = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "SERVICE_LOG_FORMAT": "json",
-        "SERVICE_INTRA_OP_THREADS": "1",
-        "SERVICE_DECODE_WORKERS": "1",
-        "SERVICE_API_KEY": API_KEY,
-        "SERVICE_SHUTDOWN_TIMEOUT_S": "20",
-    }
-    handle = log_path.open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models_dir),
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
+    """``python -m service`` on ``port`` (tests/e2e's start_server on a given port, so that a restarted
+    replica comes back where the balancer expects it); returns once it is ready."""
+    return start_server(
+        models_dir,
+        log_path,
+        port=port,
+        ready_s=120.0,  # generous for a starved machine
+        SERVICE_DECODE_WORKERS="1",
+        SERVICE_API_KEY=API_KEY,
+        SERVICE_SHUTDOWN_TIMEOUT_S="20",
     )
-    handle.close()
-    server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, process=process, log_path=log_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"replica exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"replica not ready in 120 s:\n{server.log()}")
 
 
 def in_flight(server: ServerProcess) -> float:

@@ -46,9 +46,15 @@ class ServerProcess:
         return int(self.process.returncode)
 
 
-def start_server(models_dir: Path, log_path: Path, **env: str) -> ServerProcess:
-    """Start ``python -m service`` and wait until /v2/health/ready answers 200 (60 s at most)."""
-    port = free_port()
+def start_server(
+    models_dir: Path, log_path: Path, *, port: int | None = None, ready_s: float = 60.0, **env: str
+) -> ServerProcess:
+    """Start ``python -m service`` and wait until /v2/health/ready answers 200 (``ready_s`` at most).
+
+    ``port`` None picks a free one; a given port lets a restarted replica come back where a balancer expects
+    it. The log is appended to, so a restart keeps the earlier run's lines.
+    """
+    port = free_port() if port is None else port
     environment = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -59,7 +65,7 @@ def start_server(models_dir: Path, log_path: Path, **env: str) -> ServerProcess:
         **env,
     }
     repo_root = Path(__file__).resolve().parents[2]
-    handle = log_path.open("wb")
+    handle = log_path.open("ab")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -79,7 +85,7 @@ def start_server(models_dir: Path, log_path: Path, **env: str) -> ServerProcess:
     )
     handle.close()
     server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, process=process, log_path=log_path)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with {process.returncode}:\n{server.log()}")
@@ -88,9 +94,9 @@ def start_server(models_dir: Path, log_path: Path, **env: str) -> ServerProcess:
                 return server
         except httpx.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"the service did not become ready in 60 s:\n{server.log()}")
+    raise RuntimeError(f"the service did not become ready in {ready_s:.0f} s:\n{server.log()}")
 
 
 @pytest.fixture(scope="session")
