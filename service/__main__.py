@@ -1,12 +1,14 @@
-"""``python -m service [--host H] [--port P] [--models-dir DIR]``: start the service with uvicorn.
+"""``python -m service [--host H] [--port P] [--models-dir DIR] [--server NAME]``: start the service.
 
-The options override SERVICE_HOST, SERVICE_PORT and SERVICE_MODELS_DIR; every other setting comes from the
-environment (docs/service.md).
+The options override SERVICE_HOST, SERVICE_PORT, SERVICE_MODELS_DIR and SERVICE_SERVER; every other setting
+comes from the environment (docs/service.md). Both servers run the same ASGI application, one process, and
+drain in-flight requests on SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,11 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="SERVICE_LOG_LEVEL, default info"
     )
+    parser.add_argument(
+        "--server", choices=["granian", "uvicorn"], help="HTTP server (SERVICE_SERVER, default uvicorn)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build the settings (environment + options), configure logging and run uvicorn until SIGINT/SIGTERM."""
+    """Build the settings (environment + options) and run the chosen server until SIGINT/SIGTERM."""
     args = parse_args(argv)
     overrides = {
         key: value
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             "port": args.port,
             "models_dir": args.models_dir,
             "log_level": args.log_level,
+            "server": args.server,
         }.items()
         if value is not None
     }
@@ -44,7 +50,50 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
+    if settings.server == "granian":
+        return run_granian(settings, overrides)
+    return run_uvicorn(settings)
 
+
+def run_granian(settings: Settings, overrides: dict[str, object]) -> int:
+    """Serve with Granian (Rust HTTP/1.1 and HTTP/2, ASGI), one worker process, until SIGINT/SIGTERM.
+
+    Granian's worker builds the application itself (:func:`service.asgi.create_app_from_environment`), so
+    the command-line overrides travel to it as ``SERVICE_*`` variables. On SIGTERM Granian stops accepting,
+    lets in-flight requests finish, then runs the lifespan's shutdown (which drains the batch queues).
+    """
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
+    except ModuleNotFoundError:
+        print(
+            "SERVICE_SERVER=granian, but granian is not installed: pip install 'stn-signs[granian]' "
+            "(or use the default server, uvicorn)",
+            file=sys.stderr,
+        )
+        return 2
+
+    for key, value in overrides.items():
+        os.environ[f"SERVICE_{key.upper()}"] = str(value)
+    Granian(
+        "service.asgi:create_app_from_environment",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_level=LogLevels(settings.log_level),
+        log_access=False,
+        workers_kill_timeout=int(settings.shutdown_timeout_s) + 5,
+    ).serve()
+    return 0
+
+
+def run_uvicorn(settings: Settings) -> int:
+    """Serve with uvicorn (httptools, uvloop) in this process until SIGINT/SIGTERM."""
     import uvicorn
 
     from service.app import create_app

@@ -87,10 +87,10 @@ def check_image_content_type(content_type: str | None, *, allow_generic: bool) -
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode one uploaded still image to an RGB Pillow image at its original resolution.
 
-    Steps: refuse empty input; identify the format from the header only (:data:`PILLOW_FORMATS`); refuse a
-    declared ``width * height`` above ``max_pixels`` *before* decoding any pixel (decompression bombs); refuse
-    zero-size and multi-frame (animated) images; decode (truncated data is an error); apply the EXIF
-    orientation; convert to RGB with :func:`to_rgb`.
+    :func:`open_image` then :func:`load_image`: refuse empty input; identify the format from the header only
+    (:data:`PILLOW_FORMATS`); refuse a declared ``width * height`` above ``max_pixels`` *before* decoding any
+    pixel (decompression bombs); refuse zero-size and multi-frame (animated) images; decode (truncated data
+    is an error); apply the EXIF orientation; convert to RGB with :func:`to_rgb`.
 
     Args:
         data: the encoded file.
@@ -102,6 +102,22 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     Raises:
         InvalidImage: with code ``empty_image``, ``invalid_image``, ``image_too_large``, ``animated_image``
             or ``truncated_image``.
+    """
+    return load_image(open_image(data, max_pixels=max_pixels))
+
+
+def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Read an upload's header only and check it: the first half of :func:`decode_image`.
+
+    Cheap whatever the image's size (no pixel is decoded), so the request path can run it on the event loop
+    and decide from ``image.size`` where to run :func:`load_image`.
+
+    Returns:
+        The opened, not yet loaded Pillow image (close it, or pass it to :func:`load_image`, which does).
+
+    Raises:
+        InvalidImage: with code ``empty_image``, ``invalid_image``, ``image_too_large`` or
+            ``animated_image``; ``truncated_image`` when the frame headers end early.
     """
     if not data:
         raise InvalidImage("the image is empty (0 bytes)", code="empty_image")
@@ -117,7 +133,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise
     except Exception as exc:  # a parser failure on untrusted bytes: see _decoder_error
         raise InvalidImage(f"cannot identify the image (accepted formats: {formats}): {exc}") from exc
-    with image:
+    try:
         width, height = image.size
         if width <= 0 or height <= 0:
             raise InvalidImage(f"the image has zero size ({width}x{height})", code="invalid_image")
@@ -139,6 +155,22 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
                 "send a single still image",
                 code="animated_image",
             )
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """Decode an image from :func:`open_image` (closing it), apply its EXIF orientation, convert to RGB.
+
+    Returns:
+        An RGB image of size (W, H) after EXIF orientation (a new image; ``image`` is closed).
+
+    Raises:
+        InvalidImage: ``truncated_image`` or ``invalid_image`` when the pixel data cannot be decoded.
+    """
+    with image:
         try:
             image.load()
         except MemoryError:

@@ -58,6 +58,7 @@ class ServiceMetrics:
         self.prefix = prefix
         p = prefix
         model = ("model", "version")
+        self._image_metrics: dict[tuple[str, str], ImageMetrics] = {}
         self.requests = Counter(
             f"{p}_requests",
             "HTTP requests by route template and status code",
@@ -226,6 +227,14 @@ class ServiceMetrics:
         """The batcher hooks for one model version."""
         return _MetricsObserver(self, name, version)
 
+    def image_metrics(self, name: str, version: str) -> ImageMetrics:
+        """The per-image series of one model version, bound once (see :class:`ImageMetrics`)."""
+        key = (name, version)
+        bound = self._image_metrics.get(key)
+        if bound is None:
+            bound = self._image_metrics[key] = ImageMetrics(self, name, version)
+        return bound
+
 
 def _info_labels(name: str, version: str, info: dict[str, str]) -> tuple[str, ...]:
     return (name, version, info["sha256"], info["warp_type"], info["sampler"], info["default"])
@@ -250,3 +259,49 @@ class _MetricsObserver(BatchObserver):
 
     def dropped(self, count: int) -> None:
         self._dropped.inc(count)
+
+
+class ImageMetrics:
+    """The series a classified image updates, for one model version, with their labels bound once.
+
+    ``labels(...)`` takes a lock and a dict lookup per call; a classified image updates eight series, so the
+    request path keeps the bound children (the same series as ``labels(name, version)`` gives).
+    """
+
+    def __init__(self, metrics: ServiceMetrics, name: str, version: str):
+        self._decode = metrics.decode_duration.labels(name, version)
+        self._encode = metrics.encode_duration.labels(name, version)
+        self._images = metrics.images.labels(name, version)
+        self._confidence = metrics.confidence.labels(name, version)
+        self._scale = metrics.transform_scale.labels(name, version)
+        self._rotation = metrics.transform_rotation.labels(name, version)
+        self._outside = metrics.crop_outside.labels(name, version)
+        self._predictions = metrics.predictions
+        self._labels = (name, version)
+        self._classes: dict[int, Counter] = {}
+
+    def decoded(self, seconds: float) -> None:
+        """An image was decoded in ``seconds``."""
+        self._decode.observe(seconds)
+
+    def classified(
+        self,
+        class_id: int,
+        confidence: float,
+        encode_seconds: float,
+        transform: tuple[float, float, float] | None,
+    ) -> None:
+        """An image was classified: its top-1 class and probability, its post-processing time, and its
+        transform's (scale, rotation in degrees, outside fraction) when the warp was not degenerate."""
+        self._encode.observe(encode_seconds)
+        self._images.inc()
+        counter = self._classes.get(class_id)
+        if counter is None:
+            counter = self._classes[class_id] = self._predictions.labels(*self._labels, str(class_id))
+        counter.inc()
+        self._confidence.observe(confidence)
+        if transform is not None:
+            scale, rotation, outside = transform
+            self._scale.observe(scale)
+            self._rotation.observe(rotation)
+            self._outside.observe(outside)

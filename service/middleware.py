@@ -8,10 +8,12 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
+from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +24,7 @@ from service.metrics import ServiceMetrics
 log = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("latin-1")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 UNMATCHED_ROUTE = "unmatched"
 CLIENT_CLOSED_REQUEST = 499
@@ -64,6 +67,18 @@ async def send_internal_error(scope: Scope, send: Send, request_id: str) -> None
     await send({"type": "http.response.body", "body": body})
 
 
+@dataclass(frozen=True)
+class _RequestSeries:
+    """The Prometheus series one finished request updates."""
+
+    count: Counter
+    duration: Histogram
+
+    def observe(self, seconds: float) -> None:
+        self.count.inc()
+        self.duration.observe(seconds)
+
+
 class RequestMiddleware:
     """Per request: take or make an ``X-Request-ID`` (echoed in the response), refuse bodies over
     ``max_body_bytes`` (413, also for chunked bodies without Content-Length), cancel the request when its
@@ -82,21 +97,35 @@ class RequestMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self._bound: dict[tuple[str, int], _RequestSeries] = {}
+
+    def _series(self, route: str, status: int) -> _RequestSeries:
+        """The request counter and duration histogram of (route, status), labels bound once: routes are
+        templates and statuses few, so the table stays small."""
+        series = self._bound.get((route, status))
+        if series is None:
+            series = self._bound[(route, status)] = _RequestSeries(
+                self.metrics.requests.labels(route, str(status)), self.metrics.request_duration.labels(route)
+            )
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        given = headers.get(REQUEST_ID_HEADER, "")
-        request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        given = declared = ""
+        for key, value in scope.get("headers", ()):  # ASGI servers send the names in lower case
+            if key == _REQUEST_ID_KEY:
+                given = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value.decode("latin-1")
+        request_id = given if _VALID_REQUEST_ID.match(given) else secrets.token_hex(8)
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         start = time.perf_counter()
         received = 0
         limit = self.max_body_bytes
-        declared = headers.get("content-length", "")
         too_large_declared = declared.isdigit() and int(declared) > limit
 
         status_sent = False
@@ -166,8 +195,7 @@ class RequestMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
             route = route_label(scope)
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_duration.labels(route).observe(elapsed)
+            self._series(route, status).observe(elapsed)
             log.info(
                 "%s %s %d %.1f ms",
                 scope.get("method", ""),

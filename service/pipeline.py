@@ -1,9 +1,11 @@
-"""The request path as plain steps: decode, (batched) inference, post-process.
+"""The request path as plain steps: open, decode, (batched) inference, post-process.
 
-``decode_step`` and ``postprocess_step`` are synchronous functions the classify route runs in the decode
-executor; in between, :func:`infer_step` submits the network inputs to the model's batcher and awaits them.
-``/v1`` classify and ``/v2`` infer share that one inference step (submit, deadline, cancel, output checks).
-None of them knows about HTTP.
+``open_step`` reads an upload's header (cheap); ``load_step`` decodes its pixels and ``postprocess_step``
+builds its result: synchronous functions the classify route runs on the event loop for small images and in
+the decode executor for large ones (``SERVICE_INLINE_MAX_PIXELS``). In between, :func:`infer_step` submits
+the network inputs to the model's batcher and awaits them; ``/v1`` classify and ``/v2`` infer share that one
+inference step (submit, deadline, cancel, output checks). Results are plain dicts in the shape of
+:class:`service.schemas.ImageResult`, serialised once by the route. None of them knows about HTTP.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,10 +23,9 @@ from PIL import Image
 
 from service.bundles import ModelCard
 from service.errors import InvalidImage, NonFiniteOutput, RequestTimeout
-from service.geometry import crop_transform
-from service.imaging import DEFAULT_CROP_QUALITY, decode_image, preprocess, render_and_encode_crop
+from service.geometry import CropTransform, crop_transform
+from service.imaging import DEFAULT_CROP_QUALITY, load_image, open_image, preprocess, render_and_encode_crop
 from service.inference import ImageOutputs, Reservation
-from service.schemas import ImageResult, Prediction, Timings, Transform
 
 
 @dataclass(frozen=True)
@@ -50,23 +52,74 @@ class DecodedImage:
     decode_seconds: float
 
 
+@dataclass(frozen=True)
+class OpenedUpload:
+    """An upload whose header was read and checked (:func:`open_step`); its pixels are not decoded yet.
+
+    Attributes:
+        image: the opened Pillow image, not loaded; :func:`load_step` decodes and closes it.
+        started: ``time.perf_counter()`` when opening began (for ``decode_seconds``).
+    """
+
+    filename: str | None
+    image: Image.Image
+    started: float
+
+    @property
+    def pixels(self) -> int:
+        """Declared width x height, before EXIF orientation."""
+        width, height = self.image.size
+        return width * height
+
+
+@contextlib.contextmanager
+def _naming(filename: str | None) -> Iterator[None]:
+    """Prefix the message of an :class:`InvalidImage` raised in the block with the multipart file name."""
+    try:
+        yield
+    except InvalidImage as exc:
+        if filename is None:
+            raise
+        raise InvalidImage(f"file {filename!r}: {exc.message}", code=exc.code) from exc
+
+
+def open_step(upload: Upload, max_pixels: int) -> OpenedUpload:
+    """Read and check an upload's header (:func:`service.imaging.open_image`); cheap at any image size.
+
+    Raises:
+        InvalidImage: naming the file.
+    """
+    started = time.perf_counter()
+    with _naming(upload.filename):
+        image = open_image(upload.data, max_pixels=max_pixels)
+    return OpenedUpload(filename=upload.filename, image=image, started=started)
+
+
+def load_step(opened: OpenedUpload, card: ModelCard) -> DecodedImage:
+    """Decode an opened upload (:func:`service.imaging.load_image`) and build its network input with the
+    card's declared resize.
+
+    Raises:
+        InvalidImage: naming the file.
+    """
+    with _naming(opened.filename):
+        image = load_image(opened.image)
+    tensor = preprocess(image, card.input_size, card.input.resize.method)
+    return DecodedImage(
+        filename=opened.filename,
+        image=image,
+        tensor=tensor,
+        decode_seconds=time.perf_counter() - opened.started,
+    )
+
+
 def decode_step(upload: Upload, card: ModelCard, max_pixels: int) -> DecodedImage:
-    """Decode an upload and build its network input with the card's declared resize.
+    """:func:`open_step` then :func:`load_step`: an upload decoded, with its network input.
 
     Raises:
         InvalidImage: naming the file, see :func:`service.imaging.decode_image`.
     """
-    start = time.perf_counter()
-    try:
-        image = decode_image(upload.data, max_pixels=max_pixels)
-    except InvalidImage as exc:
-        if upload.filename is not None:
-            raise InvalidImage(f"file {upload.filename!r}: {exc.message}", code=exc.code) from exc
-        raise
-    tensor = preprocess(image, card.input_size, card.input.resize.method)
-    return DecodedImage(
-        filename=upload.filename, image=image, tensor=tensor, decode_seconds=time.perf_counter() - start
-    )
+    return load_step(open_step(upload, max_pixels), card)
 
 
 @dataclass(frozen=True)
@@ -167,11 +220,32 @@ def softmax(logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def top_k(probabilities: npt.NDArray[np.float64], k: int, names: list[str]) -> list[Prediction]:
-    """The ``k`` most probable classes of a (C,) probability vector, most probable first (ties: lower id)."""
+def top_k(probabilities: npt.NDArray[np.float64], k: int, names: list[str]) -> list[dict[str, Any]]:
+    """The ``k`` most probable classes of a (C,) probability vector, most probable first (ties: lower id),
+    as :class:`service.schemas.Prediction` dicts."""
     k = max(1, min(k, probabilities.shape[0]))
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return [Prediction(class_id=int(i), name=names[i], probability=float(probabilities[i])) for i in order]
+    order = np.argsort(-probabilities, kind="stable")[:k].tolist()
+    values = probabilities[order].tolist()
+    return [{"class_id": i, "name": names[i], "probability": p} for i, p in zip(order, values, strict=True)]
+
+
+@dataclass(frozen=True)
+class ImageAnswer:
+    """One image's result and what the metrics record about it.
+
+    Attributes:
+        result: the :class:`service.schemas.ImageResult` of the image, as a dict ready for JSON.
+        class_id: the top-1 class.
+        confidence: its probability.
+        transform: the predicted transform in the image's pixels; None when the warp is degenerate.
+        encode_seconds: top-k, transform and crop rendering/encoding.
+    """
+
+    result: dict[str, Any]
+    class_id: int
+    confidence: float
+    transform: CropTransform | None
+    encode_seconds: float
 
 
 def postprocess_step(
@@ -185,7 +259,7 @@ def postprocess_step(
     crop_size: int,
     request_start: float,
     crop_quality: int = DEFAULT_CROP_QUALITY,
-) -> tuple[ImageResult, float, float]:
+) -> ImageAnswer:
     """Top-k, the transform in the original image's pixels and the aligned crop from the original image.
 
     Args:
@@ -200,7 +274,8 @@ def postprocess_step(
         crop_quality: JPEG and WebP quality.
 
     Returns:
-        The result, the top-1 probability and the encode duration in seconds.
+        The image's :class:`ImageAnswer`; its ``result`` validates as :class:`service.schemas.ImageResult`
+        (tests check every response against the schema).
     """
     start = time.perf_counter()
     probabilities = softmax(outputs.logits)
@@ -212,40 +287,41 @@ def postprocess_step(
         frame=card.input_size,
         box=card.canonical_crop.box,
     )
-    transform_out: Transform | None = None
+    transform_out: dict[str, Any] | None = None
     crop_url: str | None = None
     if transform is not None:
-        transform_out = Transform(
-            matrix=transform.image_from_crop.tolist(),
-            network_warp=np.asarray(outputs.warp, dtype=np.float64).tolist(),
-            corners=transform.corners.tolist(),
-            scale=transform.scale,
-            rotation_deg=transform.rotation_deg,
-            crop_size=crop_size,
-            outside_fraction=transform.outside_fraction,
-        )
+        transform_out = {
+            "matrix": transform.image_from_crop.tolist(),
+            "network_warp": np.asarray(outputs.warp, dtype=np.float64).tolist(),
+            "corners": transform.corners.tolist(),
+            "scale": transform.scale,
+            "rotation_deg": transform.rotation_deg,
+            "crop_size": crop_size,
+            "outside_fraction": transform.outside_fraction,
+        }
         if crop_format != "none":
             crop_url = render_and_encode_crop(
                 decoded.image, transform.image_from_crop, crop_size, crop_format, crop_quality
             )
     encode_seconds = time.perf_counter() - start
     width, height = decoded.image.size
-    result = ImageResult(
-        filename=decoded.filename,
-        model=model_name,
-        version=card.version,
-        width=width,
-        height=height,
-        predictions=predictions,
-        transform=transform_out,
-        crop=crop_url,
-        timings=Timings(
-            decode_ms=decoded.decode_seconds * 1000.0,
-            queue_ms=outputs.queue_seconds * 1000.0,
-            inference_ms=outputs.inference_seconds * 1000.0,
-            encode_ms=encode_seconds * 1000.0,
-            total_ms=(time.perf_counter() - request_start) * 1000.0,
-            batch_size=outputs.batch_size,
-        ),
-    )
-    return result, float(probabilities.max()), encode_seconds
+    result = {
+        "filename": decoded.filename,
+        "model": model_name,
+        "version": card.version,
+        "width": width,
+        "height": height,
+        "predictions": predictions,
+        "transform": transform_out,
+        "crop": crop_url,
+        "timings": {
+            "decode_ms": decoded.decode_seconds * 1000.0,
+            "queue_ms": outputs.queue_seconds * 1000.0,
+            "inference_ms": outputs.inference_seconds * 1000.0,
+            "encode_ms": encode_seconds * 1000.0,
+            "total_ms": (time.perf_counter() - request_start) * 1000.0,
+            "batch_size": outputs.batch_size,
+        },
+    }
+    top = predictions[0]
+    return ImageAnswer(result, top["class_id"], top["probability"], transform, encode_seconds)

@@ -92,7 +92,7 @@ class Timings(BaseModel):
     decode_ms: float = Field(description="decode, EXIF orientation, RGB conversion, resize")
     queue_ms: float = Field(description="wait in the batch queue")
     inference_ms: float = Field(description="the onnxruntime call of the batch holding this image")
-    encode_ms: float = Field(description="top-k, transform, crop rendering and PNG encoding")
+    encode_ms: float = Field(description="top-k, transform, crop rendering and encoding")
     total_ms: float = Field(description="from the request's body being read to this result")
     batch_size: int = Field(description="images in that onnxruntime call")
 
@@ -106,8 +106,8 @@ class ImageResult(BaseModel):
     predictions: list[Prediction] = Field(description="top-k classes, most probable first")
     transform: Transform | None = Field(description="null only if the predicted warp is degenerate")
     crop: str | None = Field(
-        description="aligned crop rendered from the original image, crop_size a side, as a PNG data URL; "
-        "null when crop=none or the warp is degenerate"
+        description="aligned crop rendered from the original image, crop_size a side, as a data URL in the "
+        "`crop` format (JPEG by default); null when crop=none or the warp is degenerate"
     )
     timings: Timings
 
@@ -140,7 +140,7 @@ class ClassifyResponse(BaseModel):
                                 "crop_size": 128,
                                 "outside_fraction": 0.0,
                             },
-                            "crop": "data:image/png;base64,iVBORw0KGgo...",
+                            "crop": "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD...",
                             "timings": {
                                 "decode_ms": 0.4,
                                 "queue_ms": 2.1,

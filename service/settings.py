@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="address uvicorn binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port uvicorn binds")
 
+    server: Literal["granian", "uvicorn"] = Field(
+        default="uvicorn",
+        description="HTTP server of `python -m service`: uvicorn (httptools, uvloop) or granian (Rust HTTP "
+        "front end, the `granian` extra); both serve the same application, uvicorn measured faster here "
+        "(docs/benchmarks.md)",
+    )
+
     # Admin API.
     api_key: SecretStr | None = Field(
         default=None, description="key for the admin routes (X-API-Key header); unset disables them"
@@ -97,6 +104,13 @@ class Settings(BaseSettings):
         default=0, ge=0, description="onnxruntime intra-op threads per call; 0 = CPU count / workers"
     )
     decode_workers: int = Field(default=2, ge=1, description="threads decoding images and encoding crops")
+    inline_max_pixels: int = Field(
+        default=65_536,
+        ge=0,
+        description="images of at most this many pixels (and crops of at most this many) are decoded and "
+        "post-processed on the event loop, larger ones in the decode threads; on one core a thread hand-off "
+        "costs more than a small image (docs/benchmarks.md); 0 = always in the threads",
+    )
     execution_provider: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when onnxruntime offers it, else CPU"
     )

@@ -35,6 +35,8 @@ def ours(config: BenchConfig, batching: str, port: int) -> ServerCommand:
         "--models-dir",
         str(config.models_dir),
     ]
+    if config.server != "default":
+        argv += ["--server", config.server]
     return ServerCommand(
         name=f"ours-batching-{batching}",
         argv=argv,

@@ -29,6 +29,7 @@ class BenchConfig:
 
     models_dir: Path
     model: str
+    server: str
     data_dir: Path
     images: int
     concurrency: list[int]
@@ -88,6 +89,12 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> BenchC
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models-dir", type=Path, default=REPO / "models")
     p.add_argument("--model", help="bundle to serve (default: models/DEFAULT)")
+    p.add_argument(
+        "--server",
+        choices=["default", "granian", "uvicorn"],
+        default="default",
+        help="our HTTP server (python -m service --server); default: the service's default (SERVICE_SERVER)",
+    )
     data_default = Path(os.environ.get("GTSRB_DATA_DIR", REPO.parent / "shared/data/gtsrb"))
     p.add_argument("--data-dir", type=Path, default=data_default, help="GTSRB folder with test_originals/")
     p.add_argument("--images", type=int, default=0, help="use the first N test_originals images (0: all)")
@@ -99,7 +106,7 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> BenchC
         nargs="+",
         choices=["default", "none"],
         default=["default"],
-        help="our crop query option: default (no query: the service's default, a PNG crop) and/or none",
+        help="our crop query option: default (no query: the service's default, a JPEG crop) and/or none",
     )
     p.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per phase")
     p.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds of load before each phase")
@@ -155,6 +162,7 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> BenchC
     return BenchConfig(
         models_dir=models_dir,
         model=a.model or _default_model(models_dir),
+        server=a.server,
         data_dir=a.data_dir,
         images=a.images,
         concurrency=a.concurrency,

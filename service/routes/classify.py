@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.deps import DecodeExecutorDep, MetricsDep, RepositoryDep, SettingsDep
-from service.errors import InvalidImage, InvalidRequest, UnsupportedMediaType
+from service.errors import InvalidImage, InvalidRequest, NotReady, UnsupportedMediaType
+from service.fastpath import DirectRoute
 from service.imaging import (
     DEFAULT_CROP_FORMAT,
     DEFAULT_CROP_QUALITY,
@@ -22,14 +22,27 @@ from service.imaging import (
     check_image_content_type,
     media_type,
 )
-from service.inference import Reservation
+from service.inference import ImageOutputs, Reservation
 from service.metrics import ServiceMetrics
-from service.pipeline import Deadline, DecodedImage, Upload, decode_step, infer_step, postprocess_step
-from service.repository import LoadedModel
+from service.multipart import MultipartError, boundary_of, parse_form
+from service.pipeline import (
+    Deadline,
+    DecodedImage,
+    ImageAnswer,
+    Upload,
+    infer_step,
+    load_step,
+    open_step,
+    postprocess_step,
+)
+from service.repository import LoadedModel, ModelRepository
 from service.schemas import ClassifyResponse, ErrorResponse
 from service.settings import MAX_CROP_SIZE, MIN_CROP_SIZE, Settings
 
 router = APIRouter(prefix="/v1", tags=["classify"])
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 CLASSIFY_OPENAPI: dict[str, Any] = {
@@ -70,40 +83,100 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     504: {"model": ErrorResponse, "description": "not done within SERVICE_REQUEST_TIMEOUT_S (timeout)"},
 }
 
-TopK = Annotated[int, Query(ge=1, le=1000, description="number of classes returned (capped at the model's)")]
 CropFormat = Literal["jpeg", "webp", "png", "none"]
-CropMode = Annotated[
-    CropFormat,
-    Query(
+
+
+class ClassifyQuery(BaseModel):
+    """The query options of a classify request (unknown parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    top_k: int = Field(
+        default=5, ge=1, le=1000, description="number of classes returned (capped at the model's)"
+    )
+    crop: CropFormat = Field(
+        default=DEFAULT_CROP_FORMAT,
         description="the aligned crop as a data URL in this format (`jpeg`, the default, costs the least: "
-        "docs/benchmarks.md), or `none` for no crop; `png` is lossless"
-    ),
-]
-CropSize = Annotated[
-    int,
-    Query(
+        "docs/benchmarks.md), or `none` for no crop; `png` is lossless",
+    )
+    crop_size: int = Field(
+        default=128,
         ge=MIN_CROP_SIZE,
         le=MAX_CROP_SIZE,
         description=f"crop pixels a side ({MIN_CROP_SIZE}-{MAX_CROP_SIZE}, or up to SERVICE_MAX_CROP_SIZE "
         "when that is lower)",
-    ),
-]
-CropQuality = Annotated[
-    int, Query(ge=1, le=100, description="JPEG and WebP quality of the crop, 1-100 (ignored by png and none)")
-]
+    )
+    crop_quality: int = Field(
+        default=DEFAULT_CROP_QUALITY,
+        ge=1,
+        le=100,
+        description="JPEG and WebP quality of the crop, 1-100 (ignored by png and none)",
+    )
 
 
-@dataclass(frozen=True)
-class ClassifyOptions:
-    """The query options of a classify request."""
-
-    top_k: int = 5
-    crop: CropFormat = DEFAULT_CROP_FORMAT
-    crop_size: int = 128
-    crop_quality: int = DEFAULT_CROP_QUALITY
+_DEFAULT_QUERY = ClassifyQuery()
 
 
-ModelName = Annotated[str, Path(description="model (bundle folder) name", examples=["stn-linearized"])]
+def parse_query(request: Request) -> ClassifyQuery:
+    """The request's :class:`ClassifyQuery`, validated by pydantic as FastAPI would validate query parameters
+    (the last value of a repeated parameter counts).
+
+    The classify routes read their options here rather than through FastAPI's parameter injection, which
+    costs more than the rest of the route's Python work on a small image (docs/benchmarks.md); the OpenAPI
+    schema still documents them (:func:`query_parameters_openapi`).
+
+    Raises:
+        RequestValidationError: a value is invalid (422 ``invalid_request``, naming ``query.<name>``).
+    """
+    if not request.scope.get("query_string"):
+        return _DEFAULT_QUERY
+    try:
+        return ClassifyQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("query", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI ``parameters`` (``in: query``, optional) of a pydantic model's fields, from its JSON schema."""
+    schema = model.model_json_schema()
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        field_schema = dict(field_schema)
+        description = field_schema.pop("description", "")
+        field_schema.pop("title", None)
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": description,
+                "schema": field_schema,
+            }
+        )
+    return parameters
+
+
+_MODEL_NAME_PARAMETER: dict[str, Any] = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "model (bundle folder) name",
+    "schema": {"type": "string"},
+    "example": "stn-linearized",
+}
+
+
+def repository_of(request: Request) -> ModelRepository:
+    """The app's model repository (:func:`service.deps.get_repository`, without FastAPI's injection).
+
+    Raises:
+        NotReady: the models are not loaded yet (503).
+    """
+    repository: ModelRepository | None = getattr(request.app.state, "repository", None)
+    if repository is None:
+        raise NotReady("the service is starting: models are not loaded yet")
+    return repository
 
 
 @router.post(
@@ -113,22 +186,12 @@ ModelName = Annotated[str, Path(description="model (bundle folder) name", exampl
     "SERVICE_DEFAULT_MODEL).",
     response_model=ClassifyResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=CLASSIFY_OPENAPI,
+    openapi_extra={**CLASSIFY_OPENAPI, "parameters": query_parameters_openapi(ClassifyQuery)},
 )
-async def classify_default(
-    request: Request,
-    repository: RepositoryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    executor: DecodeExecutorDep,
-    top_k: TopK = 5,
-    crop: CropMode = DEFAULT_CROP_FORMAT,
-    crop_size: CropSize = 128,
-    crop_quality: CropQuality = DEFAULT_CROP_QUALITY,
-) -> ClassifyResponse:
-    model = repository.get(None)
-    options = ClassifyOptions(top_k, crop, crop_size, crop_quality)
-    return await classify(request, model, settings, metrics, executor, options)
+async def classify_default(request: Request) -> Response:
+    options = parse_query(request)
+    model = repository_of(request).get(None)
+    return await classify(request, model, options)
 
 
 @router.post(
@@ -139,69 +202,31 @@ async def classify_default(
     "image, and per-stage timings. Images of one request and of concurrent requests are batched together.",
     response_model=ClassifyResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=CLASSIFY_OPENAPI,
+    openapi_extra={
+        **CLASSIFY_OPENAPI,
+        "parameters": [_MODEL_NAME_PARAMETER, *query_parameters_openapi(ClassifyQuery)],
+    },
 )
-async def classify_named(
-    request: Request,
-    name: ModelName,
-    repository: RepositoryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    executor: DecodeExecutorDep,
-    top_k: TopK = 5,
-    crop: CropMode = DEFAULT_CROP_FORMAT,
-    crop_size: CropSize = 128,
-    crop_quality: CropQuality = DEFAULT_CROP_QUALITY,
-) -> ClassifyResponse:
-    model = repository.get(name)
-    options = ClassifyOptions(top_k, crop, crop_size, crop_quality)
-    return await classify(request, model, settings, metrics, executor, options)
+async def classify_named(request: Request) -> Response:
+    options = parse_query(request)
+    model = repository_of(request).get(request.path_params["name"])
+    return await classify(request, model, options)
 
 
-class _MultiPartParser(MultiPartParser):
-    """Starlette's multipart parser that also closes the file of a part cut off before its boundary.
-
-    Starlette creates a file part's spooled temporary file when the part's headers end, but hands it over
-    (and so lets the caller close it) only when the part's closing boundary arrives: a body that ends inside
-    a file part left that file open until garbage collection (a ResourceWarning; found by tests/fuzz).
-    ``cut_files`` counts such parts, so the request can be refused as incomplete.
-    """
-
-    cut_files = 0
-
-    async def parse(self) -> FormData:
-        form = await super().parse()
-        handed_over = {id(value.file) for _, value in form.multi_items() if isinstance(value, UploadFile)}
-        for file in getattr(self, "_files_to_close_on_error", ()):
-            if id(file) not in handed_over:
-                file.close()
-                self.cut_files += 1
-        return form
-
-
-async def read_form(request: Request, max_files: int) -> FormData:
-    """Parse a multipart body (closing every temporary file on any failure).
-
-    Raises:
-        InvalidRequest: malformed multipart, too many parts, or a file part cut off before its end.
-        BodyTooLarge: from the request middleware while reading (413).
-    """
-    async with contextlib.aclosing(request.stream()) as stream:
-        parser = _MultiPartParser(request.headers, stream, max_files=max_files, max_fields=100)
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:  # malformed multipart or too many parts
-            raise InvalidRequest(f"cannot read the multipart form: {exc.message}") from exc
-    if parser.cut_files:
-        await form.close()
-        raise InvalidRequest(
-            "cannot read the multipart form: the body ends inside a file part (an incomplete upload)"
-        )
-    return form
+def direct_routes() -> tuple[DirectRoute, ...]:
+    """The classify routes as :class:`service.fastpath.ClassifyFastPath` serves them: the same paths and
+    endpoints as the router's (each endpoint takes only the request and parses its own options)."""
+    return (
+        DirectRoute("/v1/classify", classify_default),
+        DirectRoute("/v1/models/{name}/classify", classify_named),
+    )
 
 
 async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     """The uploaded images: every file part of a multipart form, or the raw body for an image type.
+
+    The body is read whole (the request middleware bounds it, ``SERVICE_MAX_BODY_BYTES``) and a multipart
+    form is parsed from memory (:mod:`service.multipart`); plain form fields are ignored.
 
     Raises:
         UnsupportedMediaType: neither multipart nor an accepted image type, or a file part of another
@@ -210,20 +235,25 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
         InvalidRequest: malformed multipart, no file, or more than ``max_images_per_request``.
         InvalidImage: an empty raw body (code empty_image).
     """
-    kind = media_type(request.headers.get("content-type"))
+    content_type = request.headers.get("content-type", "")
+    kind = media_type(content_type)
     if kind == "multipart/form-data":
-        form = await read_form(request, settings.max_images_per_request)
         try:
-            uploads: list[Upload] = []
-            for _, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    try:
-                        check_image_content_type(value.content_type, allow_generic=True)
-                    except UnsupportedMediaType as exc:
-                        raise UnsupportedMediaType(f"file {value.filename!r}: {exc.message}") from exc
-                    uploads.append(Upload(data=await value.read(), filename=value.filename or None))
-        finally:
-            await form.close()
+            boundary = boundary_of(content_type)
+            parts = parse_form(
+                await request.body(), boundary, max_files=settings.max_images_per_request, max_fields=100
+            )
+        except MultipartError as exc:
+            raise InvalidRequest(f"cannot read the multipart form: {exc.message}") from exc
+        uploads: list[Upload] = []
+        for part in parts:
+            if not part.is_file:
+                continue
+            try:
+                check_image_content_type(part.content_type, allow_generic=True)
+            except UnsupportedMediaType as exc:
+                raise UnsupportedMediaType(f"file {part.filename!r}: {exc.message}") from exc
+            uploads.append(Upload(data=part.data, filename=part.filename or None))
         if not uploads:
             raise InvalidRequest("the multipart form holds no file; send the image(s) as file part(s)")
         return uploads
@@ -234,21 +264,33 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     return [Upload(data=body)]
 
 
-async def classify(
-    request: Request,
-    model: LoadedModel,
-    settings: Settings,
-    metrics: ServiceMetrics,
-    executor: Any,
-    options: ClassifyOptions,
-) -> ClassifyResponse:
+async def classify(request: Request, model: LoadedModel, options: ClassifyQuery) -> Response:
     """Read, decode, batch-infer and post-process; the whole path after the body is bounded by the timeout.
 
     The caller got ``model`` from the repository just before (no ``await`` in between); holding it with
-    :meth:`LoadedModel.use` keeps a hot reload from retiring it while this request runs.
+    :meth:`LoadedModel.use` keeps a hot reload from retiring it while this request runs. Settings, metrics
+    and the decode executor come from ``app.state`` (:mod:`service.deps` documents them).
     """
+    state = request.app.state
     with model.use() as reservation:
-        return await _classify(request, model, reservation, settings, metrics, executor, options)
+        return await _classify(
+            request, model, reservation, state.settings, state.metrics, state.decode_executor, options
+        )
+
+
+async def _run_steps(
+    executor: Any, inline: list[bool], step: Callable[[_In], _Out], items: list[_In], deadline: Deadline
+) -> list[_Out]:
+    """``step`` over ``items`` in order: on the event loop where ``inline``, else in the decode executor
+    (those run concurrently, within the deadline; the first error of any item is raised)."""
+    if all(inline):
+        return [step(item) for item in items]
+    loop = asyncio.get_running_loop()
+    pending = {i: loop.run_in_executor(executor, step, item) for i, item in enumerate(items) if not inline[i]}
+    done = {i: step(item) for i, item in enumerate(items) if inline[i]}
+    async with deadline.bound():
+        done.update(zip(pending, await asyncio.gather(*pending.values()), strict=True))
+    return [done[i] for i in range(len(items))]
 
 
 async def _classify(
@@ -258,8 +300,8 @@ async def _classify(
     settings: Settings,
     metrics: ServiceMetrics,
     executor: Any,
-    options: ClassifyOptions,
-) -> ClassifyResponse:
+    options: ClassifyQuery,
+) -> Response:
     if options.crop_size > settings.max_crop_size:
         raise InvalidRequest(
             f"crop_size {options.crop_size} exceeds SERVICE_MAX_CROP_SIZE ({settings.max_crop_size})"
@@ -267,62 +309,61 @@ async def _classify(
     uploads = await read_uploads(request, settings)
     start = time.perf_counter()
     deadline = Deadline.start(settings.request_timeout_s)
-    labels = (model.name, model.version)
-    loop = asyncio.get_running_loop()
     card = model.card
-    async with deadline.bound():
-        decoded: list[DecodedImage] = list(
-            await asyncio.gather(
-                *(
-                    loop.run_in_executor(executor, decode_step, u, card, settings.max_image_pixels)
-                    for u in uploads
-                )
-            )
-        )
+    bound = metrics.image_metrics(model.name, model.version)
+    limit = settings.inline_max_pixels
+    # Headers only, on the event loop: cheap at any size, and it tells where the pixels should be decoded.
+    opened = [open_step(u, settings.max_image_pixels) for u in uploads]
+    decoded = await _run_steps(
+        executor,
+        [o.pixels <= limit for o in opened],
+        functools.partial(load_step, card=card),
+        opened,
+        deadline,
+    )
     for item in decoded:
-        metrics.decode_duration.labels(*labels).observe(item.decode_seconds)
+        bound.decoded(item.decode_seconds)
     outputs = await infer_step(
         reservation,
         [item.tensor for item in decoded],
         deadline=deadline,
         logits_name=card.outputs.logits.name,
     )
-    async with deadline.bound():
-        results = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    executor,
-                    functools.partial(
-                        postprocess_step,
-                        d,
-                        o,
-                        model_name=model.name,
-                        card=card,
-                        k=options.top_k,
-                        crop_format=options.crop,
-                        crop_size=options.crop_size,
-                        crop_quality=options.crop_quality,
-                        request_start=start,
-                    ),
-                )
-                for d, o in zip(decoded, outputs, strict=True)
-            )
-        )
-    for result, confidence, encode_seconds in results:
-        metrics.encode_duration.labels(*labels).observe(encode_seconds)
-        metrics.images.labels(*labels).inc()
-        metrics.predictions.labels(*labels, str(result.predictions[0].class_id)).inc()
-        metrics.confidence.labels(*labels).observe(confidence)
-        if result.transform is not None:
-            metrics.transform_scale.labels(*labels).observe(result.transform.scale)
-            metrics.transform_rotation.labels(*labels).observe(result.transform.rotation_deg)
-            metrics.crop_outside.labels(*labels).observe(result.transform.outside_fraction)
-    return ClassifyResponse(
-        request_id=getattr(request.state, "request_id", None),
-        model=model.name,
-        version=model.version,
-        results=[r for r, _, _ in results],
+    small_crop = options.crop == "none" or options.crop_size * options.crop_size <= limit
+    postprocess = functools.partial(
+        _postprocess_pair,
+        model_name=model.name,
+        card=card,
+        k=options.top_k,
+        crop_format=options.crop,
+        crop_size=options.crop_size,
+        crop_quality=options.crop_quality,
+        request_start=start,
     )
+    answers = await _run_steps(
+        executor,
+        [small_crop and d.image.width * d.image.height <= limit for d in decoded],
+        postprocess,
+        list(zip(decoded, outputs, strict=True)),
+        deadline,
+    )
+    for answer in answers:
+        t = answer.transform
+        shape = None if t is None else (t.scale, t.rotation_deg, t.outside_fraction)
+        bound.classified(answer.class_id, answer.confidence, answer.encode_seconds, shape)
+    body = {
+        "request_id": getattr(request.state, "request_id", None),
+        "model": model.name,
+        "version": model.version,
+        "results": [answer.result for answer in answers],
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _postprocess_pair(pair: tuple[DecodedImage, ImageOutputs], **options: Any) -> ImageAnswer:
+    """:func:`postprocess_step` of one (decoded image, network outputs) pair."""
+    decoded, outputs = pair
+    return postprocess_step(decoded, outputs, **options)
 
 
 __all__ = ["IMAGE_CONTENT_TYPES", "router"]

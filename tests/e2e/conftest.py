@@ -108,10 +108,18 @@ def e2e_repo(repo_root: Path, tmp_path_factory: pytest.TempPathFactory, gtsrb_di
     return build_or_reuse_tiny_repo(tmp_path_factory.getbasetemp(), gtsrb_dir)
 
 
-@pytest.fixture(scope="session")
-def server(e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real service process for the e2e tests; stopped (SIGTERM) at the end of the session."""
-    running = start_server(e2e_repo, tmp_path_factory.mktemp("server") / "service.log")
+#: The HTTP servers ``python -m service`` runs on (``SERVICE_SERVER``); the e2e tests run on each.
+SERVERS = ("uvicorn", "granian")
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(
+    request: pytest.FixtureRequest, e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A real service process on each HTTP server in turn; stopped (SIGTERM) after its tests."""
+    running = start_server(
+        e2e_repo, tmp_path_factory.mktemp("server") / "service.log", SERVICE_SERVER=request.param
+    )
     try:
         yield running
     finally:

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import ServerProcess, start_server
+from tests.e2e.conftest import SERVERS, ServerProcess, start_server
 from tests.e2e.load import LoadGenerator, access_log_statuses, classify_upload
 from tests.service.helpers import open_rgb
 
@@ -117,14 +117,17 @@ REFUSED = {"ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}
 EXIT_BOUND_S = 10.0  # SIGTERM to exit, with SERVICE_SHUTDOWN_TIMEOUT_S at its default of 20 s
 
 
+@pytest.mark.parametrize("server_name", SERVERS)
 def test_graceful_shutdown_finishes_in_flight_requests(
-    e2e_repo: Path, gtsrb_dir: Path, tmp_path: Path
+    e2e_repo: Path, gtsrb_dir: Path, tmp_path: Path, server_name: str
 ) -> None:
     """SIGTERM while a 32-image request is in flight and three clients classify without pause: the big
     request and every request the server started finish with 200; every other request is refused cleanly
     (connection refused, or its idle keep-alive connection closed before the server read it, or 503), never a
     500 and never left hanging; the process exits within EXIT_BOUND_S, after "shutdown complete"."""
-    server = start_server(e2e_repo, tmp_path / "service.log", SERVICE_MAX_IMAGES_PER_REQUEST="32")
+    server = start_server(
+        e2e_repo, tmp_path / "service.log", SERVICE_MAX_IMAGES_PER_REQUEST="32", SERVICE_SERVER=server_name
+    )
     try:
         paths = sorted((gtsrb_dir / "test_originals").glob("*.png"))[:32]
         big = httpx.Request(

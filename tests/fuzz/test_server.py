@@ -30,15 +30,19 @@ def subset(corpus: list[Sample]) -> list[Sample]:
 
 
 def send_and_drop(port: int, payload: bytes) -> None:
-    """Send raw bytes on a fresh connection, read what comes back (if anything) briefly, close."""
+    """Send raw bytes on a fresh connection, read what comes back (if anything) briefly, close.
+
+    The server may close (or reset) the connection as soon as it sees bytes that are not HTTP; that is a
+    fine answer, so errors of the socket after the connection was made are ignored.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(2)
         try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(2)
             while sock.recv(65536):
                 pass
-        except (TimeoutError, ConnectionError):
+        except OSError:  # TimeoutError, ConnectionError, ENOTCONN after the server's reset
             pass
 
 

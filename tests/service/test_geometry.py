@@ -119,3 +119,32 @@ def test_perspective_crops_match_dense_sampling() -> None:
 def test_degenerate_quadrilateral() -> None:
     assert outside_fraction([[1, 1], [2, 2], [3, 3], [4, 4]], (50, 50)) == 0.0
     assert outside_fraction([[1, 1], [2, 2], [3, 3], [60, 60]], (50, 50)) == 1.0
+
+
+def test_crop_transform_equals_the_matrix_composition_for_random_perspective_warps() -> None:
+    """The Python-float fast path of ``crop_transform`` against the documented composition
+    ``diag(W/fw, H/fh, 1) @ warp @ canonical_from_crop(box, S)`` and NumPy's Jacobian at the box centre."""
+    from service.geometry import canonical_from_crop, image_from_frame
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(200):
+        warp = np.eye(3) + rng.normal(scale=[[0.2, 0.2, 3.0], [0.2, 0.2, 3.0], [0.003, 0.003, 0.0]])
+        size = (int(rng.integers(20, 400)), int(rng.integers(20, 400)))
+        t = crop_transform(warp, image_size=size, crop_size=64, frame=(50, 50), box=BOX)
+        full = image_from_frame((50, 50), size) @ warp @ canonical_from_crop(BOX, 64)
+        corners_h = np.array([[0, 0, 1], [64, 0, 1], [64, 64, 1], [0, 64, 1]], dtype=float) @ full.T
+        if t is None:
+            assert np.any(corners_h[:, 2] <= 1e-9)
+            continue
+        checked += 1
+        np.testing.assert_allclose(t.image_from_crop, full / full[2, 2], rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(t.corners, corners_h[:, :2] / corners_h[:, 2:], rtol=1e-12, atol=1e-9)
+        centre = np.array([25.0, 25.0, 1.0])
+        w = warp[2] @ centre
+        mapped = (warp[:2] @ centre) / w
+        jac = (warp[:2, :2] - np.outer(mapped, warp[2, :2])) / w
+        assert t.scale == pytest.approx(np.sqrt(abs(np.linalg.det(jac))), rel=1e-12)
+        rotation = np.degrees(np.arctan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1]))
+        assert t.rotation_deg == pytest.approx(rotation, rel=1e-12, abs=1e-12)
+    assert checked > 150
