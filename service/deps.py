@@ -17,12 +17,21 @@ from service.repository import ModelRepository
 from service.settings import Settings
 
 
-async def get_repository(request: Request) -> ModelRepository:
-    """The app's model repository (built by the lifespan)."""
+def repository_of(request: Request) -> ModelRepository:
+    """The app's model repository (built by the lifespan); routes that skip FastAPI's injection call this.
+
+    Raises:
+        NotReady: the models are not loaded yet (503).
+    """
     repository: ModelRepository | None = getattr(request.app.state, "repository", None)
     if repository is None:
         raise NotReady("the service is starting: models are not loaded yet")
     return repository
+
+
+async def get_repository(request: Request) -> ModelRepository:
+    """The app's model repository (built by the lifespan), as a dependency."""
+    return repository_of(request)
 
 
 async def get_app_settings(request: Request) -> Settings:

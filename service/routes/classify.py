@@ -13,7 +13,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import InvalidImage, InvalidRequest, NotReady, UnsupportedMediaType
+from service.deps import repository_of
+from service.errors import InvalidImage, InvalidRequest, UnsupportedMediaType
 from service.fastpath import DirectRoute
 from service.imaging import (
     DEFAULT_CROP_FORMAT,
@@ -35,7 +36,7 @@ from service.pipeline import (
     open_step,
     postprocess_step,
 )
-from service.repository import LoadedModel, ModelRepository
+from service.repository import LoadedModel
 from service.schemas import ClassifyResponse, ErrorResponse
 from service.settings import MAX_CROP_SIZE, MIN_CROP_SIZE, Settings
 
@@ -167,18 +168,6 @@ _MODEL_NAME_PARAMETER: dict[str, Any] = {
 }
 
 
-def repository_of(request: Request) -> ModelRepository:
-    """The app's model repository (:func:`service.deps.get_repository`, without FastAPI's injection).
-
-    Raises:
-        NotReady: the models are not loaded yet (503).
-    """
-    repository: ModelRepository | None = getattr(request.app.state, "repository", None)
-    if repository is None:
-        raise NotReady("the service is starting: models are not loaded yet")
-    return repository
-
-
 @router.post(
     "/classify",
     summary="Classify traffic-sign images with the default model",
@@ -287,9 +276,14 @@ async def _run_steps(
         return [step(item) for item in items]
     loop = asyncio.get_running_loop()
     pending = {i: loop.run_in_executor(executor, step, item) for i, item in enumerate(items) if not inline[i]}
-    done = {i: step(item) for i, item in enumerate(items) if inline[i]}
-    async with deadline.bound():
-        done.update(zip(pending, await asyncio.gather(*pending.values()), strict=True))
+    try:
+        done = {i: step(item) for i, item in enumerate(items) if inline[i]}
+        async with deadline.bound():
+            done.update(zip(pending, await asyncio.gather(*pending.values()), strict=True))
+    except BaseException:
+        for future in pending.values():
+            future.cancel()  # not started yet: never runs; running: its result is dropped
+        raise
     return [done[i] for i in range(len(items))]
 
 

@@ -112,3 +112,32 @@ def test_event_loop_and_thread_paths_give_the_same_answers(
         assert response.status_code == 200, response.text
         answers.append(without_timings(response.json()))
     assert answers[0] == answers[1] == answers[2]
+
+
+def test_an_inline_failure_next_to_a_threaded_image_is_a_clean_422(
+    client: TestClient, gtsrb_dir: Path
+) -> None:
+    """A large photo goes to the decode threads while a small, truncated one fails on the event loop: the
+    request gets the truncated image's 422 (naming it), and the service goes on serving."""
+    from PIL import Image
+
+    from tests.service.helpers import encode
+
+    small = gtsrb_originals(gtsrb_dir, 1)[0].read_bytes()
+    large = encode(Image.open(gtsrb_originals(gtsrb_dir, 1, stride=7)[0]).convert("RGB").resize((400, 300)))
+    request = httpx.Request(
+        "POST",
+        "http://x/",
+        files=[
+            ("file", ("large.png", large, "image/png")),
+            ("file", ("cut.png", small[: len(small) // 2], "image/png")),
+        ],
+    )
+    response = client.post(
+        "/v1/classify", content=request.read(), headers={"content-type": request.headers["content-type"]}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] in ("truncated_image", "invalid_image") and "'cut.png'" in error["message"]
+    again = client.post("/v1/classify?crop=none", content=large, headers={"content-type": "image/png"})
+    assert again.status_code == 200 and again.json()["results"][0]["width"] == 400
