@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.load.commands import service_argv
 from benchmarks.load.http import Connection, multipart_request
 from benchmarks.load.procfs import tree_stats
 from benchmarks.load.servers import LOOPBACK, free_port, http_get
@@ -173,19 +174,7 @@ def running_server(models_dir: Path, model: str, server: str, core: int) -> Iter
         "SERVICE_INTRA_OP_THREADS": "1",
         "SERVICE_LOG_LEVEL": "info",
     }
-    argv = [
-        "taskset",
-        "-c",
-        str(core),
-        sys.executable,
-        "-m",
-        "service",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
-    argv += ["--models-dir", str(models_dir), "--server", server]
+    argv = ["taskset", "-c", str(core), *service_argv(port, models_dir, server)]
     with open(os.devnull, "wb") as sink:
         process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=sink, stderr=sink, start_new_session=True)
         try:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from benchmarks.load.peer_env import PeerEnv
 from benchmarks.load.servers import LOOPBACK, ServerCommand
 from benchmarks.load.settings import REPO, BenchConfig
 
 PEER_DIR = REPO / "benchmarks" / "peer_bentoml"
+
+
+def service_argv(port: int, models_dir: Path, server: str | None) -> list[str]:
+    """``python -m service`` on loopback at ``port`` serving ``models_dir``; ``server`` None: the service's
+    default HTTP server (SERVICE_SERVER), else ``--server server``."""
+    argv = [sys.executable, "-m", "service", "--host", LOOPBACK, "--port", str(port)]
+    argv += ["--models-dir", str(models_dir)]
+    return argv if server is None else [*argv, "--server", server]
 
 
 def ours(config: BenchConfig, batching: str, port: int) -> ServerCommand:
@@ -24,19 +33,7 @@ def ours(config: BenchConfig, batching: str, port: int) -> ServerCommand:
         "SERVICE_INFERENCE_WORKERS": str(config.inference_workers),
         "SERVICE_REQUEST_TIMEOUT_S": str(config.timeout_s),
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "service",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--models-dir",
-        str(config.models_dir),
-    ]
-    if config.server != "default":
-        argv += ["--server", config.server]
+    argv = service_argv(port, config.models_dir, None if config.server == "default" else config.server)
     return ServerCommand(
         name=f"ours-batching-{batching}",
         argv=argv,
