@@ -75,6 +75,16 @@ def test_main_reports_invalid_settings(
     assert "max_delay_ms" in capsys.readouterr().err
 
 
+def test_main_names_the_extra_when_granian_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "granian", None)  # as if not installed: importing it fails
+    assert main(["--server", "granian"]) == 2
+    err = capsys.readouterr().err
+    assert "stn-signs[granian]" in err and "Traceback" not in err
+    assert parse_args(["--server", "uvicorn"]).server == "uvicorn"
+
+
 def test_service_imports_neither_torch_nor_training(repo_root: Path) -> None:
     code = (
         "import json, sys; import service.app, service.__main__; from service.settings import Settings; "
