@@ -117,6 +117,14 @@ REFUSED = {"ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}
 EXIT_BOUND_S = 10.0  # SIGTERM to exit, with SERVICE_SHUTDOWN_TIMEOUT_S at its default of 20 s
 
 
+def requests_in_flight(server: ServerProcess) -> float:
+    """The server's ``stn_requests_in_flight`` (this /metrics request itself counts one)."""
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("stn_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no stn_requests_in_flight on /metrics")
+
+
 @pytest.mark.parametrize("server_name", SERVERS)
 def test_graceful_shutdown_finishes_in_flight_requests(
     e2e_repo: Path, gtsrb_dir: Path, tmp_path: Path, server_name: str
@@ -124,10 +132,14 @@ def test_graceful_shutdown_finishes_in_flight_requests(
     """SIGTERM while a 32-image request is in flight and three clients classify without pause: the big
     request and every request the server started finish with 200; every other request is refused cleanly
     (connection refused, or its idle keep-alive connection closed before the server read it, or 503), never a
-    500 and never left hanging; the process exits within EXIT_BOUND_S, after "shutdown complete"."""
+    500 and never left hanging; the process exits within EXIT_BOUND_S, after "shutdown complete".
+
+    The big request is in flight for sure: all of its body but the last chunk is sent, the server reports it
+    in progress (/metrics), and the last chunk goes out only after the signal."""
     server = start_server(
         e2e_repo, tmp_path / "service.log", SERVICE_MAX_IMAGES_PER_REQUEST="32", SERVICE_SERVER=server_name
     )
+    send_last_chunk = threading.Event()
     try:
         paths = sorted((gtsrb_dir / "test_originals").glob("*.png"))[:32]
         big = httpx.Request(
@@ -136,14 +148,15 @@ def test_graceful_shutdown_finishes_in_flight_requests(
             files=[("file", (p.name, p.read_bytes(), "image/png")) for p in paths],
         )
         body = big.read()
-        last_chunk_next = threading.Event()
+        all_but_last_sent = threading.Event()
 
         def chunks() -> Iterator[bytes]:
-            """The body in pieces; the server cannot answer before the last, sent after the event."""
+            """The body in pieces; the last one waits for ``send_last_chunk`` (set after the signal)."""
             cut = len(body) - 4096
             for start in range(0, cut, 4096):
                 yield body[start : min(start + 4096, cut)]
-            last_chunk_next.set()
+            all_but_last_sent.set()
+            send_last_chunk.wait(30)
             yield body[cut:]
 
         box: dict[str, Any] = {}
@@ -154,12 +167,18 @@ def test_graceful_shutdown_finishes_in_flight_requests(
             box["finished"] = time.monotonic()
 
         thread = threading.Thread(target=big_request)
+        thread.start()
+        assert all_but_last_sent.wait(30)
+        deadline = time.monotonic() + 10
+        while requests_in_flight(server) < 2:  # the scrape itself and the big request
+            assert time.monotonic() < deadline, "the server never started the big request"
+            time.sleep(0.01)
         with LoadGenerator(server.url, classify_upload(paths[0].read_bytes()), clients=3) as load:
             load.wait_for(lambda o: o.status == 200, 3)
-            thread.start()
-            assert last_chunk_next.wait(30)
             signalled = time.monotonic()
-            code = server.stop()  # SIGTERM, and wait for the exit
+            server.process.send_signal(signal.SIGTERM)
+            send_last_chunk.set()  # the rest of the body arrives while the server drains
+            code = server.process.wait(30)  # no second signal: that would force an exit without drain
             exited = time.monotonic()
             thread.join(60)
             outcomes = load.stop()
@@ -183,4 +202,5 @@ def test_graceful_shutdown_finishes_in_flight_requests(
         refused_while_draining = [o for o in outcomes if o.status is None and signalled < o.started < exited]
         assert refused_while_draining, "no request was refused between the signal and the exit"
     finally:
+        send_last_chunk.set()
         server.stop()
