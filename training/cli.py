@@ -253,23 +253,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_checkpoint_on_validation(
             args.checkpoint, data_dir=root, device=args.device, threads=args.threads
         )
-        print(f"checkpoint: {args.checkpoint}")
-        print(format_result(result, load_class_names(root), per_class=not args.no_per_class))
-        if args.json:
-            result.write_json(args.json)
-            print(f"wrote {args.json}")
-        return EXIT_OK
-    result, _ = evaluate_checkpoint(
-        args.checkpoint,
-        data_dir=root,
-        limit=args.limit,
-        variant=args.variant,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-        threads=args.threads,
-        eval_forward=args.eval_forward,
-    )
+    else:
+        result, _ = evaluate_checkpoint(
+            args.checkpoint,
+            data_dir=root,
+            limit=args.limit,
+            variant=args.variant,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            threads=args.threads,
+            eval_forward=args.eval_forward,
+        )
     print(f"checkpoint: {args.checkpoint}")
     print(format_result(result, load_class_names(root), per_class=not args.no_per_class))
     if args.json:
